@@ -1,0 +1,7 @@
+"""imgorigin: an imgproxy-compatible image origin built on libvips."""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+__all__ = ["__version__"]

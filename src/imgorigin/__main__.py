@@ -1,0 +1,7 @@
+"""``python -m imgorigin``: the command line."""
+
+from __future__ import annotations
+
+from .cli import main
+
+raise SystemExit(main())

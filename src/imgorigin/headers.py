@@ -1,0 +1,54 @@
+"""Response header values built safely: Content-Disposition (RFC 6266/8187) and Cache-Control.
+
+Everything returned here is printable ASCII with no CR/LF, so no option can inject a header or make
+the HTTP layer fail on encoding.
+"""
+
+from __future__ import annotations
+
+import re
+from urllib.parse import quote, unquote, urlsplit
+
+__all__ = ["SECURITY_HEADERS", "cache_control", "content_disposition", "filename_stem", "safe_request_id"]
+
+SECURITY_HEADERS: dict[str, str] = {
+    "X-Content-Type-Options": "nosniff",
+    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; img-src data:; sandbox",
+}
+
+_TOKEN_UNSAFE = re.compile(r'[^\x20-\x7e]|["\\%]')
+
+
+def filename_stem(source_url: str) -> str:
+    """The last path element of the source URL without its extension ("image" when there is none)."""
+    path = urlsplit(source_url).path if "://" in source_url else source_url
+    name = unquote(path.rsplit("/", 1)[-1])
+    stem = name.rsplit(".", 1)[0] if "." in name else name
+    return stem or "image"
+
+
+def content_disposition(stem: str, extension: str, *, attachment: bool) -> str:
+    """``inline``/``attachment`` with an ASCII ``filename`` fallback and a UTF-8 ``filename*``."""
+    kind = "attachment" if attachment else "inline"
+    name = f"{stem}.{extension}"
+    fallback = _TOKEN_UNSAFE.sub("_", name)
+    if fallback == name:
+        return f'{kind}; filename="{name}"'
+    encoded = quote(name, safe="!#$&+-.^_`|~")
+    return f"{kind}; filename=\"{fallback}\"; filename*=UTF-8''{encoded}"
+
+
+def cache_control(ttl: int, *, expires: int = 0, now: float = 0.0) -> str:
+    """``max-age=N, public`` from the TTL, shortened by an ``expires`` timestamp; ``no-cache`` at 0."""
+    max_age = ttl
+    if expires > 0:
+        max_age = min(max_age, max(0, int(expires - now)))
+    return f"max-age={max_age}, public" if max_age > 0 else "no-cache"
+
+
+_REQUEST_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+def safe_request_id(incoming: str | None, fallback: str) -> str:
+    """The client's X-Request-ID when it is a short safe token, otherwise ``fallback``."""
+    return incoming if incoming and _REQUEST_ID.fullmatch(incoming) else fallback

@@ -1,0 +1,63 @@
+"""Sources of original images: one small protocol, one implementation per URL scheme.
+
+``build_sources`` returns the scheme → source table the service fetches through; adding a backend
+means writing a class with ``fetch`` and ``aclose`` and adding it there.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+from urllib.parse import urlsplit
+
+from ..errors import SourceError
+
+if TYPE_CHECKING:
+    from ..config import Settings
+    from ..security import SourcePolicy
+
+__all__ = ["Fetched", "Source", "build_sources", "scheme_of"]
+
+
+@dataclass(frozen=True, slots=True)
+class Fetched:
+    """The bytes of a source image and what its origin said about them."""
+
+    data: bytes
+    content_type: str | None = None
+    etag: str | None = None
+    last_modified: str | None = None
+
+
+class Source(Protocol):
+    """Fetches source images for one or more URL schemes."""
+
+    async def fetch(self, url: str, *, max_bytes: int) -> Fetched:
+        """The whole body of ``url``, at most ``max_bytes`` long; raises SourceError or InvalidImage."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release connections and files."""
+        ...
+
+
+def scheme_of(url: str) -> str:
+    """The lower-cased scheme of ``url``; SourceError when there is none."""
+    scheme = urlsplit(url).scheme.lower() if ":" in url else ""
+    if not scheme:
+        raise SourceError(f"source URL has no scheme: {url!r}")
+    return scheme
+
+
+def build_sources(settings: Settings, policy: SourcePolicy) -> dict[str, Source]:
+    """The enabled sources by scheme: http(s) always, local when a root is set."""
+    from .http import HttpSource
+
+    http = HttpSource(policy, timeout=settings.download_timeout, max_redirects=settings.max_redirects,
+                      user_agent=settings.user_agent)
+    sources: dict[str, Source] = {"http": http, "https": http}
+    if settings.local_filesystem_root:
+        from .local import LocalSource
+
+        sources["local"] = LocalSource(settings.local_filesystem_root)
+    return sources
