@@ -30,6 +30,13 @@ __all__ = ["create_app"]
 
 log = logging.getLogger("imgorigin")
 
+#: RFC 9211 Cache-Status for each outcome
+_CACHE_STATUS = {
+    "hit": "imgorigin; hit; detail=disk",
+    "shared": "imgorigin; hit; detail=shared",
+    "miss": "imgorigin; fwd=miss; stored",
+    "coalesced": "imgorigin; fwd=miss; collapsed",
+}
 _LANDING = "imgorigin: an image origin. See /<signature>/<options>/plain/<source-url>.\n"
 
 
@@ -103,12 +110,17 @@ def create_app(settings: Settings, *, sources: dict[str, Source] | None = None) 
         options = reply.options
         headers = {
             "Content-Type": rendered.content_type,
-            "Cache-Control": cache_control(settings.ttl, expires=options.expires, now=time.time()),
+            "Cache-Control": cache_control(
+                settings.ttl, expires=options.expires, now=time.time(),
+                immutable=settings.cache_control_immutable,
+                stale_while_revalidate=settings.stale_while_revalidate,
+                stale_if_error=settings.stale_if_error),
             "Content-Disposition": content_disposition(
                 options.filename or filename_stem(reply.source_url), rendered.format.extension,
                 attachment=options.return_attachment if options.return_attachment is not None
                 else settings.return_attachment),
             "X-Cache": reply.cache_status,
+            "Cache-Status": _CACHE_STATUS[reply.cache_status],
         }
         if rendered.etag:
             headers["ETag"] = rendered.etag

@@ -7,19 +7,23 @@ disk) degrades to serving without caching: errors are logged and counted, never 
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
 import struct
 import zlib
+from collections import OrderedDict
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Generic, Protocol, TypeVar
 
 import anyio
 
 from .formats import ImageFormat
 
-__all__ = ["Cache", "DiskCache", "NullCache", "Rendered", "cache_key"]
+__all__ = ["ByteStore", "Cache", "DiskCache", "NullCache", "Rendered", "SourceCache", "StoreCache",
+           "cache_key"]
 
 log = logging.getLogger("imgorigin.cache")
 
@@ -150,3 +154,104 @@ class DiskCache:
     async def aclose(self) -> None:
         """Close the index."""
         self._cache.close()
+
+
+class ByteStore(Protocol):
+    """A shared, writable store of blobs by key (S3, a local directory, memory)."""
+
+    async def get(self, key: str) -> bytes | None:
+        """The blob, or None when there is none; raises on an outage."""
+        ...
+
+    async def put(self, key: str, data: bytes) -> None:
+        """Store a blob whole (readers never see part of it); raises on an outage."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release connections."""
+        ...
+
+
+class StoreCache:
+    """The shared second tier: results in a ByteStore. An outage degrades to a miss, never an error."""
+
+    def __init__(self, store: ByteStore, name: str = "shared") -> None:
+        self._store = store
+        self.name = name
+        self.errors = 0
+
+    async def get(self, key: str) -> Rendered | None:
+        """The stored result, verified, or None (missing, damaged or store unreachable)."""
+        try:
+            blob = await self._store.get(_store_key(key))
+        except Exception as exc:
+            self.errors += 1
+            log.warning("%s result store read failed for %s: %s", self.name, key, exc)
+            return None
+        if blob is None:
+            return None
+        value = Rendered.unpack(blob)
+        if value is None:
+            self.errors += 1
+            log.warning("%s result store entry %s is damaged; ignoring it", self.name, key)
+        return value
+
+    async def set(self, key: str, value: Rendered) -> None:
+        """Store ``value``; an outage is logged and counted."""
+        try:
+            await self._store.put(_store_key(key), value.pack())
+        except Exception as exc:
+            self.errors += 1
+            log.warning("%s result store write failed for %s: %s", self.name, key, exc)
+
+    async def aclose(self) -> None:
+        """Close the store."""
+        await self._store.aclose()
+
+
+def _store_key(key: str) -> str:
+    # fan out over 256 prefixes so no single directory or S3 prefix gets every object
+    return f"{key[:2]}/{key}"
+
+
+T = TypeVar("T")
+
+
+class SourceCache(Generic[T]):
+    """Recently fetched sources in memory (LRU, bounded in bytes); concurrent fetches of a URL merge."""
+
+    def __init__(self, max_bytes: int, size: Callable[[T], int]) -> None:
+        self._max = max_bytes
+        self._size_of = size
+        self._items: OrderedDict[str, T] = OrderedDict()
+        self._size = 0
+        self._inflight: dict[str, asyncio.Task[T]] = {}
+        self.hits = 0
+
+    async def get_or_fetch(self, url: str, fetch: Callable[[], Coroutine[object, object, T]]) -> T:
+        """The cached value for ``url``, or ``fetch()``'s (run once for all concurrent callers)."""
+        value = self._items.get(url)
+        if value is not None:
+            self._items.move_to_end(url)
+            self.hits += 1
+            return value
+        task = self._inflight.get(url)
+        if task is None:
+            task = asyncio.create_task(fetch())
+            self._inflight[url] = task
+            task.add_done_callback(lambda _: self._inflight.pop(url, None))
+        else:
+            self.hits += 1
+        value = await asyncio.shield(task)
+        self._remember(url, value)
+        return value
+
+    def _remember(self, url: str, value: T) -> None:
+        size = self._size_of(value)
+        if url in self._items or size > self._max:
+            return
+        self._items[url] = value
+        self._size += size
+        while self._size > self._max:
+            _, dropped = self._items.popitem(last=False)
+            self._size -= self._size_of(dropped)

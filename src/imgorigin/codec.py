@@ -169,9 +169,8 @@ class EncoderSettings:
 
 
 def encode(image: pyvips.Image, fmt: ImageFormat, quality: int, settings: EncoderSettings, *,
-           keep_icc: bool = False) -> bytes:
-    """Encode ``image`` as ``fmt``; metadata is never written except the ICC profile when asked."""
-    keep = "icc" if keep_icc else "none"
+           keep: str = "none") -> bytes:
+    """Encode ``image`` as ``fmt``, writing only the metadata kinds in ``keep`` (libvips flags)."""
     params: dict[str, Any] = {"keep": keep}
     if fmt is ImageFormat.JPEG:
         params.update(Q=quality, interlace=settings.jpeg_progressive, optimize_coding=True)

@@ -147,6 +147,13 @@ def _bind(raw: str) -> str:
     return raw.strip()
 
 
+def _result_storage(raw: str) -> str:
+    raw = raw.strip()
+    if raw and not re.fullmatch(r"s3://[a-z0-9][a-z0-9.\-]{1,62}(/[^?#]*)?|local:///[^?#]+", raw):
+        raise ValueError("expected s3://bucket[/prefix] or local:///absolute/path")
+    return raw.rstrip("/")
+
+
 def _networks(raw: str) -> tuple[str, ...]:
     # validated by security.parse_allowed_networks at start-up, which owns the syntax
     return _list(raw)
@@ -230,6 +237,16 @@ class Settings:
                                       "Largest source in bytes (0 = no limit; default 50 MiB).",
                                       section="sources")
 
+    use_s3: bool = _setting(False, "USE_S3", _bool, "Enable s3://bucket/key sources.", section="sources")
+    s3_endpoint: str = _setting("", "S3_ENDPOINT", _str, "S3 endpoint URL (empty = AWS).", section="sources")
+    s3_region: str = _setting("us-east-1", "S3_REGION", _str, "S3 region.", section="sources")
+    s3_endpoint_use_path_style: bool = _setting(True, "S3_ENDPOINT_USE_PATH_STYLE", _bool,
+                                                "Path-style S3 addressing.", section="sources")
+    s3_allowed_buckets: tuple[str, ...] = _setting((), "S3_ALLOWED_BUCKETS", _list,
+                                                   "Buckets s3:// may read (empty = all).", section="sources")
+    s3_denied_buckets: tuple[str, ...] = _setting((), "S3_DENIED_BUCKETS", _list,
+                                                  "Buckets s3:// may never read.", section="sources")
+
     # processing
     max_src_resolution: float = _setting(50.0, "MAX_SRC_RESOLUTION", _float_in(0.0),
                                          "Largest source in megapixels.", section="processing")
@@ -275,6 +292,20 @@ class Settings:
     cache_size: int = _setting(1024**3, "CACHE_SIZE", _int_in(1024 * 1024),
                                "Disk cache size limit in bytes (default 1 GiB).", imgproxy=False,
                                section="cache")
+
+    result_storage: str = _setting("", "RESULT_STORAGE", _result_storage, "Shared result tier for all "
+                                   "replicas: s3://bucket/prefix or local:///path (empty = off).",
+                                   imgproxy=False, section="cache")
+    source_cache_size: int = _setting(0, "SOURCE_CACHE_SIZE", _int_in(0), "Bytes of recently fetched "
+                                      "sources kept in memory (0 = off).", imgproxy=False, section="cache")
+    cache_control_immutable: bool = _setting(False, "CACHE_CONTROL_IMMUTABLE", _bool,
+                                             "Add 'immutable' to Cache-Control.", imgproxy=False,
+                                             section="cache")
+    stale_while_revalidate: int = _setting(0, "STALE_WHILE_REVALIDATE", _int_in(0), "Seconds of "
+                                           "stale-while-revalidate in Cache-Control (0 = none).",
+                                           imgproxy=False, section="cache")
+    stale_if_error: int = _setting(0, "STALE_IF_ERROR", _int_in(0), "Seconds of stale-if-error in "
+                                   "Cache-Control (0 = none).", imgproxy=False, section="cache")
 
     @property
     def signing_enabled(self) -> bool:

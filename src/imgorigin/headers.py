@@ -38,12 +38,22 @@ def content_disposition(stem: str, extension: str, *, attachment: bool) -> str:
     return f"{kind}; filename=\"{fallback}\"; filename*=UTF-8''{encoded}"
 
 
-def cache_control(ttl: int, *, expires: int = 0, now: float = 0.0) -> str:
+def cache_control(ttl: int, *, expires: int = 0, now: float = 0.0, immutable: bool = False,
+                  stale_while_revalidate: int = 0, stale_if_error: int = 0) -> str:
     """``max-age=N, public`` from the TTL, shortened by an ``expires`` timestamp; ``no-cache`` at 0."""
     max_age = ttl
     if expires > 0:
         max_age = min(max_age, max(0, int(expires - now)))
-    return f"max-age={max_age}, public" if max_age > 0 else "no-cache"
+    if max_age <= 0:
+        return "no-cache"
+    parts = [f"max-age={max_age}", "public"]
+    if immutable and not expires:
+        parts.append("immutable")
+    if stale_while_revalidate:
+        parts.append(f"stale-while-revalidate={stale_while_revalidate}")
+    if stale_if_error:
+        parts.append(f"stale-if-error={stale_if_error}")
+    return ", ".join(parts)
 
 
 _REQUEST_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -53,6 +54,8 @@ class RenderConfig:
     enforce: ClientFeatures
     encoder: EncoderSettings
     strip_color_profile: bool
+    strip_metadata: bool
+    keep_copyright: bool
     auto_rotate: bool
     max_src_resolution: int
     max_result_dimension: int
@@ -65,7 +68,8 @@ class RenderConfig:
             available=available, enforce=ClientFeatures(webp=s.enforce_webp, avif=s.enforce_avif),
             encoder=EncoderSettings(jpeg_progressive=s.jpeg_progressive, png_interlaced=s.png_interlaced,
                                     webp_effort=s.webp_effort, avif_speed=s.avif_speed),
-            strip_color_profile=s.strip_color_profile, auto_rotate=s.auto_rotate,
+            strip_color_profile=s.strip_color_profile, strip_metadata=s.strip_metadata,
+            keep_copyright=s.keep_copyright, auto_rotate=s.auto_rotate,
             max_src_resolution=round(s.max_src_resolution * 1_000_000),
             max_result_dimension=s.max_result_dimension)
 
@@ -124,9 +128,50 @@ def _render(data: bytes, options: Options, config: RenderConfig, client: ClientF
         image = image.cast("uchar")
     quality = (options.quality or dict(options.format_quality).get(fmt)
                or config.format_quality.get(fmt) or config.quality)
-    keep_icc = image.get_typeof("icc-profile-data") != 0
-    out = encode(image, fmt, quality, config.encoder, keep_icc=keep_icc)
+    strip = config.strip_metadata if options.strip_metadata is None else options.strip_metadata
+    keep_copyright = config.keep_copyright if options.keep_copyright is None else options.keep_copyright
+    image, keep = _metadata(image, strip=strip, keep_copyright=keep_copyright)
+    out = encode(image, fmt, quality, config.encoder, keep=keep)
     return Rendered(out, fmt, image.width, image.height)
+
+
+_COPYRIGHT = "exif-ifd0-Copyright"
+_ASCII_FIELD = re.compile(r"(.*) \(\1, ASCII, \d+ components, \d+ bytes\)", re.DOTALL)
+_METADATA_PREFIXES = ("exif-", "xmp-", "iptc-", "jpeg-thumbnail", "png-comment", "gif-comment", "comment")
+#: a metadata blob larger than this is dropped even when metadata is kept
+MAX_METADATA_BYTES = 64 * 1024
+
+
+def _metadata(image: pyvips.Image, *, strip: bool, keep_copyright: bool) -> tuple[pyvips.Image, str]:
+    """Remove metadata as asked; return the image and the saver's ``keep`` flags.
+
+    Stripped: nothing is written but the ICC profile (when one is kept) and, with ``keep_copyright``,
+    the EXIF copyright alone. Kept: everything except the orientation (already applied) and blobs
+    over MAX_METADATA_BYTES, so no source can make a response large through its metadata.
+    """
+    image = image.copy()
+    fields = image.get_fields()
+    keep = ["icc"] if "icc-profile-data" in fields else []
+    if strip:
+        copyright_text = _ascii_field(image, _COPYRIGHT) if keep_copyright and _COPYRIGHT in fields else None
+        for name in fields:
+            if name.startswith(_METADATA_PREFIXES):
+                image.remove(name)
+        if copyright_text:
+            image.set_type(pyvips.GValue.gstr_type, _COPYRIGHT, copyright_text)
+            keep.append("exif")
+        return image, ",".join(keep) or "none"
+    for name in ("exif-data", "xmp-data", "iptc-data", "jpeg-thumbnail-data"):
+        if name in fields and len(image.get(name)) > MAX_METADATA_BYTES:
+            image.remove(name)
+    if image.get_typeof("orientation"):
+        image.set_type(pyvips.GValue.gint_type, "orientation", 1)
+    return image, ",".join([*keep, "exif", "xmp", "iptc"])
+
+
+def _ascii_field(image: pyvips.Image, name: str) -> str | None:
+    match = _ASCII_FIELD.fullmatch(str(image.get(name)))
+    return match.group(1) if match else None
 
 
 def _orientation(image: pyvips.Image) -> int:

@@ -13,15 +13,15 @@ from typing import Self
 
 import anyio
 
-from .cache import Cache, DiskCache, NullCache, Rendered, cache_key
+from .cache import ByteStore, Cache, DiskCache, NullCache, Rendered, SourceCache, StoreCache, cache_key
 from .codec import ClientFeatures, client_features, setup
 from .config import ConfigError, Settings
-from .errors import InvalidURL, SignatureLooksLikeOption, SourceError
+from .errors import InvalidImage, InvalidURL, SignatureLooksLikeOption, SourceError
 from .options import Options, ParsePolicy, normalize_path, parse_path, to_path
 from .pipeline import RenderConfig, render
 from .security import SourcePolicy, parse_allowed_networks
 from .signing import Verifier
-from .sources import Source, build_sources, scheme_of
+from .sources import Fetched, Source, build_sources, scheme_of
 
 __all__ = ["ImageRequest", "Origin", "Reply"]
 
@@ -45,7 +45,9 @@ class Reply:
     options: Options
     source_url: str
     vary_accept: bool
-    cache_status: str  # "hit" or "miss"
+    #: "hit" (this replica's disk), "shared" (the shared tier), "miss" (rendered), "coalesced"
+    #: (rendered once for several concurrent requests; this one waited)
+    cache_status: str
 
 
 class Origin:
@@ -75,8 +77,12 @@ class Origin:
         self.sources: dict[str, Source] = {}
         self.cache: Cache = NullCache()
         self.render_config: RenderConfig | None = None
+        self.shared: Cache | None = None
+        self.source_cache: SourceCache[Fetched] | None = None
+        if settings.source_cache_size:
+            self.source_cache = SourceCache(settings.source_cache_size, lambda f: len(f.data))
         self._limiter = anyio.CapacityLimiter(settings.workers)
-        self._inflight: dict[str, asyncio.Task[tuple[Rendered, bool]]] = {}
+        self._inflight: dict[str, asyncio.Task[tuple[Rendered, str]]] = {}
         self._stack = AsyncExitStack()
         #: counters the tests and metrics read: renders done, source fetches made
         self.renders = 0
@@ -92,9 +98,20 @@ class Origin:
         if self._given_cache is not None:
             self.cache = self._given_cache
         elif self.settings.cache_dir:
-            self.cache = DiskCache(self.settings.cache_dir, self.settings.cache_size)
+            try:
+                self.cache = DiskCache(self.settings.cache_dir, self.settings.cache_size)
+            except Exception as exc:  # an unusable cache directory must not stop the server
+                log.error("disk cache %s unusable, serving without it: %s", self.settings.cache_dir, exc)
         self._stack.push_async_callback(self.cache.aclose)
+        if self.settings.result_storage:
+            self.shared = StoreCache(self._result_store(self.settings.result_storage))
+            self._stack.push_async_callback(self.shared.aclose)
         return self
+
+    def _result_store(self, url: str) -> ByteStore:
+        from .sources.local import LocalStore
+
+        return LocalStore(url[len("local://"):])
 
     async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                         tb: TracebackType | None) -> None:
@@ -130,8 +147,8 @@ class Origin:
         rendered = await self.cache.get(key)
         if rendered is not None:
             return Reply(rendered, options, source_url, self.vary_accept, "hit")
-        rendered, led = await self._coalesced(key, options, source_url, client)
-        return Reply(rendered, options, source_url, self.vary_accept, "miss" if led else "coalesced")
+        rendered, status = await self._coalesced(key, options, source_url, client)
+        return Reply(rendered, options, source_url, self.vary_accept, status)
 
     def _client(self, accept: str) -> ClientFeatures:
         s = self.settings
@@ -139,8 +156,8 @@ class Origin:
                                avif=s.auto_avif or s.enforce_avif)
 
     async def _coalesced(self, key: str, options: Options, source_url: str,
-                         client: ClientFeatures) -> tuple[Rendered, bool]:
-        """Render once for all concurrent requests with one key (the work outlives a cancelled caller)."""
+                         client: ClientFeatures) -> tuple[Rendered, str]:
+        """Produce once for all concurrent requests with one key (the work outlives a cancelled caller)."""
         task = self._inflight.get(key)
         led = task is None
         if task is None:
@@ -148,25 +165,50 @@ class Origin:
             self._inflight[key] = task
             task.add_done_callback(lambda t: self._inflight.pop(key, None) if self._inflight.get(key) is t
                                    else None)
-        rendered, _ = await asyncio.shield(task)
-        return rendered, led
+        rendered, status = await asyncio.shield(task)
+        return rendered, status if led else "coalesced"
 
     async def _produce(self, key: str, options: Options, source_url: str,
-                       client: ClientFeatures) -> tuple[Rendered, bool]:
+                       client: ClientFeatures) -> tuple[Rendered, str]:
+        """The shared tier's copy (also stored on this replica's disk), or a fresh render stored in both."""
+        if self.shared is not None:
+            rendered = await self.shared.get(key)
+            if rendered is not None:
+                await self.cache.set(key, rendered)
+                return rendered, "shared"
+        rendered = await self._render(key, options, source_url, client)
+        await self.cache.set(key, rendered)
+        if self.shared is not None:
+            await self.shared.set(key, rendered)
+        return rendered, "miss"
+
+    async def _fetch(self, source_url: str, max_bytes: int) -> Fetched:
+        source = self.sources[scheme_of(source_url)]
+
+        async def fetch() -> Fetched:
+            fetched = await source.fetch(source_url, max_bytes=max_bytes)
+            self.fetches += 1
+            return fetched
+
+        if self.source_cache is None:
+            return await fetch()
+        fetched = await self.source_cache.get_or_fetch(source_url, fetch)
+        if max_bytes and len(fetched.data) > max_bytes:
+            raise InvalidImage(f"source is {len(fetched.data)} bytes, over the {max_bytes} byte limit")
+        return fetched
+
+    async def _render(self, key: str, options: Options, source_url: str, client: ClientFeatures) -> Rendered:
         assert self.render_config is not None
         max_bytes = options.max_src_file_size if options.max_src_file_size is not None \
             else self.settings.max_src_file_size
-        fetched = await self.sources[scheme_of(source_url)].fetch(source_url, max_bytes=max_bytes)
-        self.fetches += 1
+        fetched = await self._fetch(source_url, max_bytes)
         version = fetched.etag or fetched.last_modified or hashlib.sha256(fetched.data).hexdigest()
         etag = '"' + hashlib.sha256(f"{key}\n{version}".encode()).hexdigest()[:40] + '"'
         rendered = await anyio.to_thread.run_sync(
             render, fetched.data, options, self.render_config, client, limiter=self._limiter)
         self.renders += 1
-        rendered = Rendered(rendered.data, rendered.format, rendered.width, rendered.height, etag,
-                            fetched.last_modified)
-        await self.cache.set(key, rendered)
-        return rendered, True
+        return Rendered(rendered.data, rendered.format, rendered.width, rendered.height, etag,
+                        fetched.last_modified)
 
 
 def _check_presets(policy: ParsePolicy) -> None:

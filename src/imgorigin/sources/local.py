@@ -1,10 +1,12 @@
-"""LocalSource: ``local:///path`` read from under one root directory, with no way out of it."""
+"""Local files: ``local:///path`` sources jailed under a root, and a directory store for shared results."""
 
 from __future__ import annotations
 
+import contextlib
 import email.utils
 import os
 import stat
+import tempfile
 from urllib.parse import unquote
 
 import anyio
@@ -12,7 +14,7 @@ import anyio
 from ..errors import InvalidImage, SourceNotFound
 from . import Fetched
 
-__all__ = ["LocalSource"]
+__all__ = ["LocalSource", "LocalStore"]
 
 
 class LocalSource:
@@ -61,3 +63,49 @@ def _read(path: str, max_bytes: int) -> Fetched:
         raise InvalidImage(f"{path!r} grew over the {max_bytes} byte limit while reading")
     return Fetched(data, etag=f'"{info.st_mtime_ns:x}-{info.st_size:x}"',
                    last_modified=email.utils.formatdate(info.st_mtime, usegmt=True))
+
+
+class LocalStore:
+    """Blobs as files below a directory: written to a temporary file, then renamed into place."""
+
+    def __init__(self, root: str) -> None:
+        self._root = os.path.realpath(root)
+
+    def _path(self, key: str) -> str:
+        if not key or key.startswith(("/", ".")) or "\\" in key or ".." in key.split("/"):
+            raise ValueError(f"bad store key {key!r}")
+        return os.path.join(self._root, key)
+
+    async def get(self, key: str) -> bytes | None:
+        """The blob stored under ``key``, or None."""
+        return await anyio.to_thread.run_sync(self._get, self._path(key))
+
+    async def put(self, key: str, data: bytes) -> None:
+        """Store ``data`` under ``key`` atomically (readers see the old blob or the new one, whole)."""
+        await anyio.to_thread.run_sync(self._put, self._path(key), data)
+
+    async def aclose(self) -> None:
+        """Nothing to release."""
+
+    @staticmethod
+    def _get(path: str) -> bytes | None:
+        try:
+            with open(path, "rb") as handle:
+                return handle.read()
+        except FileNotFoundError:
+            return None
+
+    @staticmethod
+    def _put(path: str, data: bytes) -> None:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        fd, temporary = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".tmp-")
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(temporary, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(temporary)
+            raise

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from ..errors import InvalidImage, SourceNotFound
 from . import Fetched
 
-__all__ = ["MemorySource"]
+__all__ = ["MemorySource", "MemoryStore"]
 
 
 class MemorySource:
@@ -32,6 +32,24 @@ class MemorySource:
         if max_bytes and len(data) > max_bytes:
             raise InvalidImage(f"source is {len(data)} bytes, over the {max_bytes} byte limit")
         return Fetched(data)
+
+    async def aclose(self) -> None:
+        """Nothing to release."""
+
+
+class MemoryStore:
+    """Blobs in a dict: a shared result store for tests and single-process use."""
+
+    def __init__(self) -> None:
+        self.blobs: dict[str, bytes] = {}
+
+    async def get(self, key: str) -> bytes | None:
+        """The blob stored under ``key``, or None."""
+        return self.blobs.get(key)
+
+    async def put(self, key: str, data: bytes) -> None:
+        """Store ``data`` under ``key``."""
+        self.blobs[key] = data
 
     async def aclose(self) -> None:
         """Nothing to release."""
