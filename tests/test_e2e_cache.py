@@ -159,7 +159,8 @@ def test_if_none_match_gets_304_without_fetching(upstream: Upstream, tmp_path: P
         head = server.request("HEAD", _path(upstream, name), headers={"If-None-Match": f'W/{etag}, "x"'})
     finally:
         stop_server(server)
-    assert etag.startswith('"') and etag.endswith('"')
+    assert etag.startswith('"')
+    assert etag.endswith('"')
     assert revalidated.status_code == 304
     assert revalidated.content == b""
     assert revalidated.headers["etag"] == etag
@@ -184,8 +185,9 @@ def test_etag_is_identical_on_every_replica(upstream: Upstream, tmp_path: Path) 
 
 
 def test_cache_control_settings(upstream: Upstream, tmp_path: Path) -> None:
-    env = {**base_env(upstream, tmp_path), "IMGORIGIN_TTL": "600", "IMGORIGIN_CACHE_CONTROL_IMMUTABLE": "true",
-           "IMGORIGIN_STALE_WHILE_REVALIDATE": "60", "IMGORIGIN_STALE_IF_ERROR": "86400"}
+    env = {**base_env(upstream, tmp_path), "IMGORIGIN_TTL": "600",
+           "IMGORIGIN_CACHE_CONTROL_IMMUTABLE": "true", "IMGORIGIN_STALE_WHILE_REVALIDATE": "60",
+           "IMGORIGIN_STALE_IF_ERROR": "86400"}
     server = start_server(env, tmp_path)
     try:
         ok = server.get(_path(upstream, "grace-hopper-512x600.jpg"))
@@ -227,10 +229,10 @@ def test_sigkill_never_leaves_a_half_written_entry_that_is_served(upstream: Upst
     for round_ in range(4):
         server = start_server(env, tmp_path)
 
-        async def hammer(server: Server = server) -> None:
+        async def hammer(server: Server = server, delay: float = 0.3 + 0.2 * round_) -> None:
             async with httpx.AsyncClient(base_url=server.base, timeout=10) as client:
                 tasks = [asyncio.create_task(client.get(p)) for p in paths]
-                await asyncio.sleep(0.3 + 0.2 * round_)
+                await asyncio.sleep(delay)
                 os.kill(server.process.pid, signal.SIGKILL)  # mid-render and mid-write
                 await asyncio.gather(*tasks, return_exceptions=True)
 
