@@ -52,6 +52,15 @@ def test_only_allow_listed_loaders_run() -> None:
         load(_encoded("png"), ImageFormat.JPEG).avg()  # the named loader only
 
 
+@pytest.mark.parametrize("suffix", ["jpg", "png", "webp", "gif", "tif", "avif"])
+def test_every_allowed_loader_decodes_after_setup(suffix: str) -> None:
+    setup()
+    data = _encoded(suffix)
+    image = load(data, sniff(data))
+    assert (image.width, image.height) == (8, 8)
+    assert image.avg() > 0
+
+
 def test_truncated_jpeg_fails() -> None:
     data = _encoded("jpg")
     with pytest.raises((BrokenImage, pyvips.Error)):

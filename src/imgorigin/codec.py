@@ -39,9 +39,6 @@ _LOADERS: dict[ImageFormat, str] = {
     ImageFormat.TIFF: "tiffload_buffer",
     ImageFormat.SVG: "svgload_buffer",
 }
-_LOADER_CLASSES = ("VipsForeignLoadJpeg", "VipsForeignLoadPng", "VipsForeignLoadWebp",
-                   "VipsForeignLoadGif", "VipsForeignLoadHeif", "VipsForeignLoadTiff",
-                   "VipsForeignLoadSvg")
 _SAVERS: dict[ImageFormat, str] = {
     ImageFormat.JPEG: "jpegsave_buffer",
     ImageFormat.PNG: "pngsave_buffer",
@@ -60,8 +57,8 @@ def setup(concurrency: int = 1) -> frozenset[ImageFormat]:
     pyvips.cache_set_max(0)
     pyvips.concurrency_set(concurrency)
     pyvips.operation_block_set("VipsForeignLoad", True)
-    for name in _LOADER_CLASSES:
-        pyvips.operation_block_set(name, False)
+    for loader in set(_LOADERS.values()):  # unblock exactly the buffer loaders we call, by class name
+        pyvips.operation_block_set(pyvips.type_name(pyvips.type_find("VipsOperation", loader)), False)
     return encodable()
 
 

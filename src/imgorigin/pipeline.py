@@ -201,8 +201,7 @@ def _to_srgb(image: pyvips.Image, strip_profile: bool) -> pyvips.Image:
     has_icc = image.get_typeof("icc-profile-data") != 0
     if cmyk or (has_icc and strip_profile):
         try:
-            image = image.icc_transform("srgb", embedded=True, input_profile="cmyk" if cmyk else "srgb",
-                                        intent="perceptual")
+            image = image.icc_transform("srgb", embedded=True, input_profile="cmyk" if cmyk else "srgb")
         except pyvips.Error:
             image = image.colourspace("srgb")
     elif image.interpretation not in ("srgb", "b-w"):
