@@ -19,6 +19,8 @@ from aiohttp import web
 
 from imgorigin.signing import sign_path
 
+pytest_plugins = ["s3server"]  # the moto S3 server fixtures: s3_server, s3_env
+
 TESTS = Path(__file__).parent
 IMAGES = TESTS / "images"
 KEY_HEX = "943b421c9eb07c830af81030552c86009268de4e532ba2ee2eab8247c6da0881"

@@ -26,12 +26,12 @@ import pytest
 from aiohttp import web
 
 from conftest import (
-    IMAGES,
     KEY_HEX,
     SALT_HEX,
     Server,
     Upstream,
     free_port,
+    geometry_png,
     image_info,
     sign,
     start_server,
@@ -48,7 +48,7 @@ ALIAS_KEY_HEX = "0123456789abcdef" * 4
 ALIAS_SALT_HEX = "fedcba9876543210" * 4
 TRUSTED = "trusted-signature-1"
 MAX_SRC = 200_000
-LOCAL_PNG = "local:///gulp-alpha-400x250.png"  # 400x250 RGBA
+LOCAL_PNG = "local:///inside.png"  # 80x50, in ``local_root``, the root of every server here
 
 
 def b64(text: str) -> str:
@@ -104,12 +104,18 @@ def geometry(upstream: Upstream) -> bytes:
 
 
 @pytest.fixture(scope="module")
+def start(server_factory: Callable[..., Server], local_root: Path) -> Callable[[dict[str, str]], Server]:
+    """``server_factory`` with ``local_root`` as the local:/// root."""
+    return lambda extra: server_factory({"IMGORIGIN_LOCAL_FILESYSTEM_ROOT": str(local_root), **extra})
+
+
+@pytest.fixture(scope="module")
 def closed_port() -> int:
     return free_port()
 
 
 @pytest.fixture(scope="module")
-def main(server_factory: Callable[..., Server], upstream: Upstream, geometry: bytes,
+def main(start: Callable[[dict[str, str]], Server], upstream: Upstream, geometry: bytes,
          closed_port: int) -> Server:
     """A signed server with default TTL and small limits, plus the upstream routes it is tested with."""
     r = upstream.routes
@@ -151,7 +157,7 @@ def main(server_factory: Callable[..., Server], upstream: Upstream, geometry: by
     r["/e2e-http/to-local"] = redirect(f"{LOCAL_PNG}")
     r["/e2e-http/to-file"] = redirect("file:///etc/passwd")
     r['/e2e-http/we"ird name.png'] = lambda request: web.Response(body=geometry)
-    return server_factory({
+    return start({
         "IMGORIGIN_MAX_REDIRECTS": "3",
         "IMGORIGIN_DOWNLOAD_TIMEOUT": "1",
         "IMGORIGIN_MAX_SRC_FILE_SIZE": str(MAX_SRC),
@@ -160,57 +166,50 @@ def main(server_factory: Callable[..., Server], upstream: Upstream, geometry: by
 
 
 @pytest.fixture(scope="module")
-def truncated(server_factory: Callable[..., Server]) -> Server:
-    return server_factory({"IMGORIGIN_SIGNATURE_SIZE": "8"})
+def truncated(start: Callable[[dict[str, str]], Server]) -> Server:
+    return start({"IMGORIGIN_SIGNATURE_SIZE": "8"})
 
 
 @pytest.fixture(scope="module")
-def rotated(server_factory: Callable[..., Server]) -> Server:
-    return server_factory({"IMGORIGIN_KEY": f"{KEY_HEX},{KEY2_HEX}",
-                           "IMGORIGIN_SALT": f"{SALT_HEX},{SALT2_HEX}",
-                           "IMGORIGIN_TRUSTED_SIGNATURES": f"{TRUSTED},other-trusted"})
+def rotated(start: Callable[[dict[str, str]], Server]) -> Server:
+    """Two key/salt pairs, trusted signatures, and every route under the /img prefix."""
+    return start({"IMGORIGIN_KEY": f"{KEY_HEX},{KEY2_HEX}",
+                  "IMGORIGIN_SALT": f"{SALT_HEX},{SALT2_HEX}",
+                  "IMGORIGIN_TRUSTED_SIGNATURES": f"{TRUSTED},other-trusted",
+                  "IMGORIGIN_PATH_PREFIX": "/img"})
 
 
 @pytest.fixture(scope="module")
-def unsigned(server_factory: Callable[..., Server]) -> Server:
-    return server_factory({"IMGORIGIN_KEY": "", "IMGORIGIN_SALT": "", "IMGORIGIN_ALLOW_UNSIGNED": "true",
+def unsigned(start: Callable[[dict[str, str]], Server]) -> Server:
+    return start({"IMGORIGIN_KEY": "", "IMGORIGIN_SALT": "", "IMGORIGIN_ALLOW_UNSIGNED": "true",
                            "IMGORIGIN_LOCAL_FILESYSTEM_ROOT": ""})
 
 
-@pytest.fixture(scope="module")
-def based(server_factory: Callable[..., Server], upstream: Upstream) -> Server:
-    """BASE_URL pointing at the upstream, ALLOWED_SOURCES limited to one file of it, a short TTL."""
-    return server_factory({"IMGORIGIN_BASE_URL": f"{upstream.base}/",
-                           "IMGORIGIN_ALLOWED_SOURCES": f"{upstream.base}/geometry",
-                           "IMGORIGIN_TTL": "60"})
-
-
-PRESETS = "default=q:50/w:40, thumb=rs:fill:20:20, tall=h:90/w:0, loop=pr:loop/w:33"
+PRESETS = "default=q:50/w:40, thumb=rs:fill:20:20, tall=h:30/w:0, loop=pr:loop/w:30"
 
 
 @pytest.fixture(scope="module")
-def presets(server_factory: Callable[..., Server]) -> Server:
-    return server_factory({"IMGORIGIN_PRESETS": PRESETS})
+def based(start: Callable[[dict[str, str]], Server], upstream: Upstream) -> Server:
+    """BASE_URL pointing at the upstream, ALLOWED_SOURCES limited to one file of it, a short TTL, presets."""
+    return start({"IMGORIGIN_BASE_URL": f"{upstream.base}/",
+                  "IMGORIGIN_ALLOWED_SOURCES": f"{upstream.base}/geometry",
+                  "IMGORIGIN_TTL": "60",
+                  "IMGORIGIN_PRESETS": PRESETS})
 
 
 @pytest.fixture(scope="module")
-def only_presets(server_factory: Callable[..., Server]) -> Server:
-    return server_factory({"IMGORIGIN_PRESETS": PRESETS, "IMGORIGIN_ONLY_PRESETS": "true"})
+def only_presets(start: Callable[[dict[str, str]], Server]) -> Server:
+    return start({"IMGORIGIN_PRESETS": PRESETS, "IMGORIGIN_ONLY_PRESETS": "true"})
 
 
 @pytest.fixture(scope="module")
-def prefixed(server_factory: Callable[..., Server]) -> Server:
-    return server_factory({"IMGORIGIN_PATH_PREFIX": "/img"})
-
-
-@pytest.fixture(scope="module")
-def alias(upstream: Upstream, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def alias(upstream: Upstream, tmp_path_factory: pytest.TempPathFactory, local_root: Path) -> Iterator[Server]:
     """Configured only through IMGPROXY_* names (except the imgorigin-only network exception)."""
     tmp = tmp_path_factory.mktemp("alias")
     env = {
         "IMGPROXY_KEY": ALIAS_KEY_HEX,
         "IMGPROXY_SALT": ALIAS_SALT_HEX,
-        "IMGPROXY_LOCAL_FILESYSTEM_ROOT": str(IMAGES),
+        "IMGPROXY_LOCAL_FILESYSTEM_ROOT": str(local_root),
         "IMGPROXY_TTL": "77",
         "IMGPROXY_PRESETS": "small=w:25,default=q:60",
         "IMGPROXY_ONLY_PRESETS": "true",
@@ -230,7 +229,7 @@ def local_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     base = tmp_path_factory.mktemp("localfs")
     root = base / "root"
     (root / "sub").mkdir(parents=True)
-    png = (IMAGES / "gulp-alpha-400x250.png").read_bytes()
+    png = geometry_png(80, 50)
     (root / "inside.png").write_bytes(png)
     (root / "sub" / "deep.png").write_bytes(png)
     (base / "secret.png").write_bytes(png)
@@ -242,10 +241,9 @@ def local_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def restricted(server_factory: Callable[..., Server], local_root: Path) -> Server:
-    """No ALLOWED_SOURCE_NETWORKS: loopback sources are refused; local:/// serves ``local_root``."""
-    return server_factory({"IMGORIGIN_ALLOWED_SOURCE_NETWORKS": "",
-                           "IMGORIGIN_LOCAL_FILESYSTEM_ROOT": str(local_root)})
+def restricted(start: Callable[[dict[str, str]], Server]) -> Server:
+    """No ALLOWED_SOURCE_NETWORKS: loopback sources are refused."""
+    return start({"IMGORIGIN_ALLOWED_SOURCE_NETWORKS": ""})
 
 
 # --- signatures -------------------------------------------------------------------------------------
@@ -279,7 +277,7 @@ def test_missing_signature_is_forbidden(main: Server) -> None:
 @pytest.mark.parametrize("tamper", [
     lambda p: p.replace("w:10", "w:11"),
     lambda p: p.replace("w:10", "w:10/q:50"),
-    lambda p: p.replace("gulp", "Gulp"),
+    lambda p: p.replace("inside", "Inside"),
     lambda p: p + "@webp",
     lambda p: p[:1] + ("B" if p[1] == "A" else "A") + p[2:],  # first signature character
 ])
@@ -305,18 +303,18 @@ def test_truncated_signature_server(truncated: Server) -> None:
 
 def test_key_rotation_accepts_both_pairs(rotated: Server) -> None:
     path = f"/w:40/plain/{LOCAL_PNG}"
-    assert_image(rotated.get(sign(path)), "pngload_buffer", 40, 25)
-    assert_image(rotated.get(sign(path, key=KEY2_HEX, salt=SALT2_HEX)), "pngload_buffer", 40, 25)
+    assert_image(rotated.get("/img" + sign(path)), "pngload_buffer", 40, 25)
+    assert_image(rotated.get("/img" + sign(path, key=KEY2_HEX, salt=SALT2_HEX)), "pngload_buffer", 40, 25)
     # pairs are not mixed
-    assert_error(rotated.get(sign(path, key=KEY_HEX, salt=SALT2_HEX)), 403, "Forbidden")
-    assert_error(rotated.get(sign(path, key=KEY2_HEX, salt=SALT_HEX)), 403, "Forbidden")
+    assert_error(rotated.get("/img" + sign(path, key=KEY_HEX, salt=SALT2_HEX)), 403, "Forbidden")
+    assert_error(rotated.get("/img" + sign(path, key=KEY2_HEX, salt=SALT_HEX)), 403, "Forbidden")
 
 
 def test_trusted_signatures(rotated: Server) -> None:
-    assert_image(rotated.get(f"/{TRUSTED}/w:40/plain/{LOCAL_PNG}"), "pngload_buffer", 40, 25)
-    assert_image(rotated.get(f"/other-trusted/w:20/plain/{LOCAL_PNG}"), "pngload_buffer", 20, 13)
-    assert_error(rotated.get(f"/{TRUSTED}x/w:40/plain/{LOCAL_PNG}"), 403, "Forbidden")
-    assert_error(rotated.get(f"/trusted-signature/w:40/plain/{LOCAL_PNG}"), 403, "Forbidden")
+    assert_image(rotated.get(f"/img/{TRUSTED}/w:40/plain/{LOCAL_PNG}"), "pngload_buffer", 40, 25)
+    assert_image(rotated.get(f"/img/other-trusted/w:16/plain/{LOCAL_PNG}"), "pngload_buffer", 16, 10)
+    assert_error(rotated.get(f"/img/{TRUSTED}x/w:40/plain/{LOCAL_PNG}"), 403, "Forbidden")
+    assert_error(rotated.get(f"/img/trusted-signature/w:40/plain/{LOCAL_PNG}"), 403, "Forbidden")
 
 
 def test_trusted_signature_not_accepted_elsewhere(main: Server) -> None:
@@ -382,11 +380,19 @@ def test_invalid_options_and_arguments(main: Server, rest: str) -> None:
     assert_error(main.get(sign(rest)), 404, "Invalid URL")
 
 
-@pytest.mark.parametrize("source", ["local:///a%zz.png", "local:///a%2.png", "local:///a%C3%28.png",
-                                    "local:///a%FF.png"])
-def test_bad_percent_encoding_in_plain_source(main: Server, source: str) -> None:
-    """imgproxy: a bad escape is "Invalid url encoding" (404 Invalid URL); never a 500."""
+@pytest.mark.parametrize("source", ["local:///a%zz.png", "local:///a%2.png", "local:///a%.png"])
+def test_bad_percent_escape_in_plain_source(main: Server, source: str) -> None:
+    """imgproxy (Go ``url.PathUnescape``): a malformed escape is "Invalid url encoding" -> 404 Invalid URL."""
     assert_error(main.get(sign(f"/w:10/plain/{source}")), 404, "Invalid URL")
+
+
+@pytest.mark.parametrize("source", ["local:///a%C3%28.png", "local:///a%FF.png",
+                                    "http://127.0.0.1:9/a%FF.png"])
+def test_non_utf8_escape_in_plain_source_is_a_client_error(main: Server, source: str) -> None:
+    response = main.get(sign(f"/w:10/plain/{source}"))
+    assert response.status_code == 404, (response.status_code, response.text)
+    assert response.text in ("Invalid URL", "Source is unreachable", "Invalid source URL")
+    assert response.headers["cache-control"] == "no-store"
 
 
 def test_security_option_without_permission(main: Server) -> None:
@@ -446,20 +452,22 @@ def test_extension_overrides_format_option(main: Server) -> None:
 # --- presets and configuration -----------------------------------------------------------------------
 
 
-def test_default_preset_applies_and_url_overrides(presets: Server) -> None:
-    assert_image(presets.get(sign(f"/g:ce/plain/{LOCAL_PNG}")), "pngload_buffer", 40, 25)
-    assert_image(presets.get(sign(f"/w:80/plain/{LOCAL_PNG}")), "pngload_buffer", 80, 50)
-    assert_image(presets.get(sign(f"/pr:thumb/plain/{LOCAL_PNG}")), "pngload_buffer", 20, 20)
-    assert_image(presets.get(sign(f"/preset:tall/plain/{LOCAL_PNG}")), "pngload_buffer", 144, 90)
+def test_default_preset_applies_and_url_overrides(based: Server) -> None:
+    source = "geometry.png"  # 200x100, below the BASE_URL
+    assert_image(based.get(sign(f"/g:ce/plain/{source}")), "pngload_buffer", 40, 20)
+    assert_image(based.get(sign(f"/plain/{source}")), "pngload_buffer", 40, 20)
+    assert_image(based.get(sign(f"/w:80/plain/{source}")), "pngload_buffer", 80, 40)
+    assert_image(based.get(sign(f"/pr:thumb/plain/{source}")), "pngload_buffer", 20, 20)
+    assert_image(based.get(sign(f"/preset:tall/plain/{source}")), "pngload_buffer", 60, 30)
     # a preset used by itself is skipped, not an endless loop
-    assert_image(presets.get(sign(f"/pr:loop/plain/{LOCAL_PNG}")), "pngload_buffer", 33, 21)
-    assert_error(presets.get(sign(f"/pr:thumb:nope/plain/{LOCAL_PNG}")), 404, "Invalid URL")
+    assert_image(based.get(sign(f"/pr:loop/plain/{source}")), "pngload_buffer", 30, 15)
+    assert_error(based.get(sign(f"/pr:thumb:nope/plain/{source}")), 404, "Invalid URL")
 
 
 def test_only_presets(only_presets: Server) -> None:
     assert_image(only_presets.get(sign(f"/thumb/plain/{LOCAL_PNG}")), "pngload_buffer", 20, 20)
     assert_image(only_presets.get(sign(f"/default/plain/{LOCAL_PNG}")), "pngload_buffer", 40, 25)
-    assert_image(only_presets.get(sign(f"/thumb:tall/plain/{LOCAL_PNG}")), "pngload_buffer", 144, 90)
+    assert_image(only_presets.get(sign(f"/thumb:tall/plain/{LOCAL_PNG}")), "pngload_buffer", 48, 30)
     # options are read as preset names
     assert_error(only_presets.get(sign(f"/w:100/plain/{LOCAL_PNG}")), 404, "Invalid URL")
     assert_error(only_presets.get(sign(f"/nosuch/plain/{LOCAL_PNG}")), 404, "Invalid URL")
@@ -470,7 +478,7 @@ def test_imgproxy_alias_variables(alias: Server) -> None:
     response = alias.get(sign(path, key=ALIAS_KEY_HEX, salt=ALIAS_SALT_HEX))
     assert_image(response, "pngload_buffer", 25, 16)
     assert response.headers["cache-control"] == "max-age=77, public"
-    assert response.headers["content-disposition"] == 'inline; filename="gulp-alpha-400x250.png"'
+    assert response.headers["content-disposition"] == 'inline; filename="inside.png"'
     assert_error(alias.get(sign(path)), 403, "Forbidden")
     assert_error(alias.get(sign(f"/w:25/plain/{LOCAL_PNG}", key=ALIAS_KEY_HEX, salt=ALIAS_SALT_HEX)),
                  404, "Invalid URL")
@@ -605,9 +613,10 @@ def test_unknown_scheme(main: Server, source: str) -> None:
     assert_error(main.get(sign(f"/w:50/plain/{source}")), 404, "Source is unreachable")
 
 
-def test_source_size_limit_leaves_small_sources_alone(main: Server) -> None:
+def test_source_size_limit_leaves_small_sources_alone(main: Server, upstream: Upstream) -> None:
     # grace-hopper is ~60 kB, well under the 200 kB limit
-    assert_image(main.get(sign("/w:64/plain/local:///grace-hopper-512x600.jpg")), "jpegload_buffer", 64, 75)
+    source = upstream.url("grace-hopper-512x600.jpg")
+    assert_image(main.get(sign(f"/w:64/plain/{source}")), "jpegload_buffer", 64, 75)
 
 
 # --- local:/// traversal ----------------------------------------------------------------------------
@@ -672,9 +681,9 @@ def test_image_response_headers(main: Server, upstream: Upstream) -> None:
     ("fn:report", 'inline; filename="report.png"'),
     (f"fn:{b64('my report')}:1", 'inline; filename="my report.png"'),
     (f"fn:{b64('my report')}:t", 'inline; filename="my report.png"'),
-    ("att:1", 'attachment; filename="gulp-alpha-400x250.png"'),
+    ("att:1", 'attachment; filename="inside.png"'),
     ("fn:report/att:1", 'attachment; filename="report.png"'),
-    ("att:1/att:0", 'inline; filename="gulp-alpha-400x250.png"'),
+    ("att:1/att:0", 'inline; filename="inside.png"'),
     ("fn:report/f:webp", 'inline; filename="report.webp"'),
 ])
 def test_content_disposition_options(main: Server, options: str, expected: str) -> None:
@@ -683,8 +692,8 @@ def test_content_disposition_options(main: Server, options: str, expected: str) 
     assert response.headers["content-disposition"] == expected
 
 
-_DISPOSITION = re.compile(r"""(inline|attachment); filename="[\x20\x21\x23-\x5b\x5d-\x7e]*"""
-                          r"""(; filename\*=UTF-8''[A-Za-z0-9!#$&+\-.^_`|~%]+)?""")
+_DISPOSITION = re.compile(r'(inline|attachment); filename="[\x20\x21\x23-\x5b\x5d-\x7e]*"'
+                          "(; filename\\*=UTF-8''[A-Za-z0-9!#$&+\\-.^_`|~%]+)?")
 
 
 @pytest.mark.parametrize("name", [
@@ -780,7 +789,8 @@ def test_health(main: Server) -> None:
     assert_security_headers(response)
 
 
-def test_path_prefix(prefixed: Server) -> None:
+def test_path_prefix(rotated: Server) -> None:
+    prefixed = rotated
     assert prefixed.get("/img/health").text == "imgorigin is running"
     assert_image(prefixed.get("/img" + sign(f"/w:40/plain/{LOCAL_PNG}")), "pngload_buffer", 40, 25)
     assert_error(prefixed.get("/health"), 404, "Invalid URL")
@@ -819,7 +829,8 @@ def test_etag_and_if_none_match(main: Server) -> None:
     assert main.get(path, headers={"If-None-Match": '"other"'}).status_code == 200
 
 
-def test_health_cli(main: Server, prefixed: Server) -> None:
+def test_health_cli(main: Server, rotated: Server) -> None:
+    prefixed = rotated
     def run(env: dict[str, str]) -> int:
         clean = {k: v for k, v in os.environ.items() if not k.startswith(("IMGORIGIN_", "IMGPROXY_"))}
         return subprocess.run([sys.executable, "-m", "imgorigin", "health"], env={**clean, **env},

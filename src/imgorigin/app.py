@@ -6,29 +6,36 @@ query dropped), because signatures are computed over exactly what the client sen
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
+from urllib.parse import urlsplit
 
 import anyio
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Match, request_response
+from starlette.types import ASGIApp, Receive, Scope, Send
 
-from .config import Settings
+from . import __version__
+from .config import Settings, parse_bind
 from .errors import ImgOriginError, InvalidURL, RequestTimeout
 from .headers import SECURITY_HEADERS, cache_control, content_disposition, filename_stem, safe_request_id
-from .pipeline import health_check
+from .metrics import Metrics
+from .pipeline import health_check, vips_memory
 from .service import ImageRequest, Origin, Reply
 from .sources import Source
 
 __all__ = ["create_app"]
 
 log = logging.getLogger("imgorigin")
+access_log = logging.getLogger("imgorigin.access")
 
 #: RFC 9211 Cache-Status for each outcome
 _CACHE_STATUS = {
@@ -40,10 +47,22 @@ _CACHE_STATUS = {
 _LANDING = "imgorigin: an image origin. See /<signature>/<options>/plain/<source-url>.\n"
 
 
+class _TimedResponse(Response):
+    """A response that reports how long sending it took (imgproxy's ``streaming_image`` span)."""
+
+    metrics: Metrics | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = time.monotonic()
+        await super().__call__(scope, receive, send)
+        if self.metrics is not None:
+            self.metrics.span_duration.labels(span="streaming_image").observe(time.monotonic() - started)
+
+
 def _response(status: int, body: bytes, headers: Mapping[str, str], request_id: str, *,
               head: bool = False) -> Response:
     full = {**SECURITY_HEADERS, "X-Request-ID": request_id, **headers}
-    response = Response(b"" if head else body, status_code=status, headers=full)
+    response = _TimedResponse(b"" if head else body, status_code=status, headers=full)
     if head:
         response.headers["Content-Length"] = str(len(body))
     return response
@@ -52,19 +71,37 @@ def _response(status: int, body: bytes, headers: Mapping[str, str], request_id: 
 def _error_response(error: ImgOriginError, request_id: str, *, head: bool) -> Response:
     body = error.public_message.encode()
     headers = {"Content-Type": "text/plain; charset=utf-8", "Cache-Control": "no-store"}
+    if error.status_code == 429:
+        headers["Retry-After"] = "1"
     return _response(error.status_code, body, headers, request_id, head=head)
 
 
 def create_app(settings: Settings, *, sources: dict[str, Source] | None = None) -> Starlette:
     """The ASGI application for ``settings`` (``sources`` replaces the built-in ones, for tests)."""
-    origin = Origin(settings, sources=sources)
+    metrics = Metrics(settings.prometheus_namespace, version=__version__, workers=settings.workers,
+                      vips_memory=vips_memory)
+    origin = Origin(settings, sources=sources, metrics=metrics)
     prefix = settings.path_prefix.encode()
+    clients = anyio.Semaphore(settings.max_clients) if settings.max_clients else None
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         async with origin:
             app.state.origin = origin
-            yield
+            listener = None
+            if settings.prometheus_bind:
+                host, port = parse_bind(settings.prometheus_bind)
+                listener, _ = metrics.serve(host, port)
+            monitor = asyncio.create_task(_watch_loop_lag(metrics))
+            try:
+                yield
+            finally:
+                monitor.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await monitor
+                if listener is not None:
+                    listener.shutdown()
+                    listener.server_close()
 
     async def endpoint(request: Request) -> Response:
         request_id = safe_request_id(request.headers.get("x-request-id"), uuid.uuid4().hex)
@@ -80,12 +117,43 @@ def create_app(settings: Settings, *, sources: dict[str, Source] | None = None) 
         except UnicodeDecodeError:
             return _error_response(InvalidURL("non-ASCII bytes in path"), request_id, head=head)
         if path in ("/health", "/health/"):
-            return _health(request_id, head=head)
+            return _health(request_id, head=head, draining=origin.draining)
         if path in ("", "/"):
             return _response(200, _LANDING.encode(), {"Content-Type": "text/plain; charset=utf-8"},
                              request_id, head=head)
-        signature, sep, rest = path[1:].partition("/")
         started = time.monotonic()
+        metrics.requests.inc()
+        metrics.requests_in_progress.inc()
+        try:
+            if clients is None:
+                response, reply, error = await _answer(path, request, request_id, head=head)
+            else:
+                async with clients:
+                    response, reply, error = await _answer(path, request, request_id, head=head)
+        finally:
+            metrics.requests_in_progress.dec()
+        elapsed = time.monotonic() - started
+        metrics.request_duration.observe(elapsed)
+        metrics.status_codes.labels(status=str(response.status_code)).inc()
+        if error is not None:
+            metrics.errors.labels(type=error.kind).inc()
+        elif reply is not None and response.status_code == 200:
+            metrics.output_bytes.labels(format=reply.rendered.format.value).inc(len(reply.rendered.data))
+        access_log.info("request", extra={
+            "request_id": request_id, "method": request.method, "path": _redacted(path),
+            "status": response.status_code, "duration_ms": round(elapsed * 1000, 2),
+            "bytes": len(reply.rendered.data) if reply is not None and response.status_code == 200 else 0,
+            "cache": reply.cache_status if reply is not None else None,
+            "source_host": _host(reply.source_url) if reply is not None else None,
+            "error": str(error) if error is not None else None,
+        })
+        if isinstance(response, _TimedResponse):
+            response.metrics = metrics
+        return response
+
+    async def _answer(path: str, request: Request, request_id: str, *,
+                      head: bool) -> tuple[Response, Reply | None, ImgOriginError | None]:
+        signature, sep, rest = path[1:].partition("/")
         try:
             if not signature or not sep or not rest:
                 raise InvalidURL("invalid path: expected /<signature>/<options>/<source>")
@@ -100,10 +168,8 @@ def create_app(settings: Settings, *, sources: dict[str, Source] | None = None) 
             log.exception("unexpected error for request %s", request_id)
             error = ImgOriginError("unexpected error")
         else:
-            return _image_response(reply, request, request_id, head=head)
-        log.info("request %s failed with %d after %.3fs: %s", request_id, error.status_code,
-                 time.monotonic() - started, error)
-        return _error_response(error, request_id, head=head)
+            return _image_response(reply, request, request_id, head=head), reply, None
+        return _error_response(error, request_id, head=head), None, error
 
     def _image_response(reply: Reply, request: Request, request_id: str, *, head: bool) -> Response:
         rendered = reply.rendered
@@ -135,7 +201,7 @@ def create_app(settings: Settings, *, sources: dict[str, Source] | None = None) 
             return _response(304, b"", headers, request_id, head=True)
         return _response(200, rendered.data, headers, request_id, head=head)
 
-    async def method_not_allowed(request: Request, exc: Exception) -> Response:
+    async def http_error(request: Request, exc: Exception) -> Response:
         status = exc.status_code if isinstance(exc, HTTPException) else 500
         error = ImgOriginError("method not allowed" if status == 405 else "not found", status_code=status)
         error.public_message = "Method not allowed" if status == 405 else "Not found"
@@ -144,17 +210,62 @@ def create_app(settings: Settings, *, sources: dict[str, Source] | None = None) 
             response.headers["Allow"] = "GET, HEAD"
         return response
 
-    app = Starlette(routes=[Route("/{path:path}", endpoint, methods=["GET", "HEAD"])],
-                    lifespan=lifespan, exception_handlers={HTTPException: method_not_allowed})
+    app = Starlette(routes=[_Everything(endpoint)], lifespan=lifespan,
+                    exception_handlers={HTTPException: http_error})
     app.state.origin = origin
     return app
 
 
-def _health(request_id: str, *, head: bool) -> Response:
-    ok = health_check()
-    body = b"imgorigin is running" if ok else b"Error"
+class _Everything(BaseRoute):
+    """Sends every HTTP request to one endpoint, whatever its path holds (even an encoded newline):
+    the endpoint reads the raw path itself. Methods other than GET and HEAD get 405."""
+
+    def __init__(self, endpoint: Callable[[Request], Awaitable[Response]]) -> None:
+        self.app: ASGIApp = request_response(endpoint)
+
+    def matches(self, scope: Scope) -> tuple[Match, Scope]:
+        """Every HTTP request matches."""
+        return (Match.FULL, {}) if scope["type"] == "http" else (Match.NONE, {})
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Answer the request."""
+        if scope["method"] not in ("GET", "HEAD"):
+            raise HTTPException(status_code=405)
+        await self.app(scope, receive, send)
+
+
+def _health(request_id: str, *, head: bool, draining: bool) -> Response:
     headers = {"Content-Type": "text/plain; charset=utf-8", "Cache-Control": "no-cache"}
+    if draining:
+        return _response(503, b"imgorigin is draining", headers, request_id, head=head)
+    ok = health_check()
+    if not ok:
+        log.error("health check failed: libvips did not answer")
+    body = b"imgorigin is running" if ok else b"Error"
     return _response(200 if ok else 500, body, headers, request_id, head=head)
+
+
+def _redacted(path: str) -> str:
+    """The request path with the signature replaced, for logs."""
+    _, sep, rest = path[1:].partition("/")
+    return f"/-/{rest}" if sep else path
+
+
+def _host(url: str) -> str | None:
+    return urlsplit(url).hostname if "://" in url else None
+
+
+async def _watch_loop_lag(metrics: Metrics, interval: float = 0.25) -> None:
+    """Measure how late the event loop wakes up: a blocked loop shows here first."""
+    worst = 0.0
+    loop = asyncio.get_running_loop()
+    while True:
+        before = loop.time()
+        await asyncio.sleep(interval)
+        lag = max(0.0, loop.time() - before - interval)
+        worst = max(worst, lag)
+        metrics.loop_lag.set(lag)
+        metrics.loop_lag_max.set(worst)
 
 
 def _etags(header: str) -> set[str]:

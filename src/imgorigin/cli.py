@@ -7,14 +7,20 @@ import asyncio
 import logging
 import os
 import secrets
+import signal
 import sys
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 from . import __version__
-from .config import ConfigError, Settings, parse_bind
+from .config import ConfigError, Settings, parse_bind, reference_markdown
+from .logs import configure as configure_logs
 from .urlbuilder import UrlBuilder
+
+if TYPE_CHECKING:
+    import hypercorn.config
 
 __all__ = ["main"]
 
@@ -51,10 +57,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     health = commands.add_parser("health", help="probe /health of the local server; exit 0 or 1")
     health.add_argument("--url", help="health URL (default: from IMGORIGIN_BIND and _PATH_PREFIX)")
     commands.add_parser("version", help="print the version")
+    commands.add_parser("settings", help="print the configuration reference (Markdown)")
     args = parser.parse_args(argv)
 
     if args.command == "version":
         print(__version__)
+        return 0
+    if args.command == "settings":
+        print(reference_markdown(), end="")
         return 0
     try:
         if args.command == "serve":
@@ -105,13 +115,12 @@ def _health(settings: Settings, url: str | None) -> int:
 
 
 def _serve(allow_unsigned: bool, dev: bool) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("pyvips").setLevel(logging.WARNING)
     defaults = dict(DEV_DEFAULTS) if dev else {}
     if dev:
         defaults["IMGORIGIN_KEY"] = secrets.token_hex(32)
         defaults["IMGORIGIN_SALT"] = secrets.token_hex(32)
     settings = Settings.from_env(defaults=defaults)
+    configure_logs(settings.log_format, settings.log_level)
     if not settings.signing_enabled:
         if not (allow_unsigned or settings.allow_unsigned):
             print("imgorigin: no signing key: set IMGORIGIN_KEY and IMGORIGIN_SALT (hex), or allow "
@@ -119,7 +128,6 @@ def _serve(allow_unsigned: bool, dev: bool) -> int:
             return 2
         log.warning("SIGNING IS OFF: anyone can make this server fetch and process any allowed source")
 
-    import hypercorn.asyncio
     import hypercorn.config
 
     from .app import create_app
@@ -130,13 +138,33 @@ def _serve(allow_unsigned: bool, dev: bool) -> int:
     config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
     config.accesslog = None
     config.include_server_header = False
-    config.graceful_timeout = 20.0
+    config.graceful_timeout = settings.graceful_stop_timeout
     base = f"http://{config.bind[0].replace('0.0.0.0', '127.0.0.1')}{settings.path_prefix}"
     print(f"imgorigin {__version__} serving on {base}", flush=True)
     if dev:
         _print_dev(settings, base)
-    asyncio.run(hypercorn.asyncio.serve(app, config))  # type: ignore[arg-type]
+    asyncio.run(_run(app, config, settings.shutdown_delay))
+    log.info("stopped")
     return 0
+
+
+async def _run(app: Any, config: hypercorn.config.Config, shutdown_delay: float) -> None:
+    """Serve until SIGTERM/SIGINT, then drain: /health turns 503, the listener closes after
+    ``shutdown_delay``, and in-flight requests get ``config.graceful_timeout`` to finish."""
+    import hypercorn.asyncio
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+    async def drained() -> None:
+        await stop.wait()
+        app.state.origin.draining = True
+        log.info("draining: health reports 503; closing the listener in %.1fs", shutdown_delay)
+        await asyncio.sleep(shutdown_delay)
+
+    await hypercorn.asyncio.serve(app, config, shutdown_trigger=drained)
 
 
 def _print_dev(settings: Settings, base: str) -> None:

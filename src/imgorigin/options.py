@@ -14,6 +14,7 @@ import enum
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
+from decimal import Decimal
 from typing import Any
 from urllib.parse import quote, unquote
 
@@ -159,7 +160,8 @@ class ParsePolicy:
 # --- argument parsers (strict ASCII; every failure names the option and the accepted domain) ---------
 
 _INT = re.compile(r"-?[0-9]{1,10}")
-_FLOAT = re.compile(r"-?(?:[0-9]{1,10}(?:\.[0-9]{0,10})?|\.[0-9]{1,10})")
+_FLOAT = re.compile(r"-?(?:[0-9]{1,12}(?:\.[0-9]{0,24})?|\.[0-9]{1,24})")
+_FLOAT_LIMIT = 1e10
 _TRUE = frozenset({"1", "t", "T", "TRUE", "true", "True"})
 
 
@@ -177,6 +179,8 @@ def _float(name: str, raw: str, low: float = 0.0, *, above: bool = False, high: 
     if not _FLOAT.fullmatch(raw):
         raise InvalidURL(f"{name}: expected a decimal number, got {raw!r}")
     value = float(raw)
+    if abs(value) >= _FLOAT_LIMIT:
+        raise InvalidURL(f"{name}: number out of range, got {raw!r}")
     if (value <= low if above else value < low) or (high is not None and value > high):
         bound = (f"> {low}" if above else f">= {low}") + ("" if high is None else f" and <= {high}")
         raise InvalidURL(f"{name}: expected a number {bound}, got {raw!r}")
@@ -249,7 +253,7 @@ def _size(o: Options, args: list[str]) -> Options:
         o = _height(o, args[1:2])
     if len(args) > 2 and args[2]:
         o = _enlarge(o, args[2:3])
-    if len(args) > 3:
+    if len(args) > 3 and args[3]:
         o = _extend(o, args[3:])
     return o
 
@@ -308,7 +312,7 @@ def _gravity(o: Options, args: list[str]) -> Options:
 def _extend_value(name: str, args: list[str]) -> Extend:
     _args(name, args, 4)
     enabled = _bool(args[0])
-    gravity = _gravity_value(name, args[1:], allow_smart=False) if len(args) > 1 and args[1] else Gravity()
+    gravity = _gravity_value(name, args[1:], allow_smart=False) if len(args) > 1 else Gravity()
     return Extend(enabled, gravity)
 
 
@@ -322,9 +326,9 @@ def _extend_ar(o: Options, args: list[str]) -> Options:
 
 def _crop(o: Options, args: list[str]) -> Options:
     _args("crop", args, 5)
-    width = _float("crop", args[0]) if args[0] else 0.0
-    height = _float("crop", args[1]) if len(args) > 1 and args[1] else 0.0
-    gravity = _gravity_value("crop", args[2:], allow_smart=True) if len(args) > 2 and args[2] else None
+    width = _float("crop", args[0])
+    height = _float("crop", args[1]) if len(args) > 1 else 0.0
+    gravity = _gravity_value("crop", args[2:], allow_smart=True) if len(args) > 2 else None
     return replace(o, crop=Crop(width, height, gravity))
 
 
@@ -414,7 +418,7 @@ def _format_quality(o: Options, args: list[str]) -> Options:
 
 def _format(o: Options, args: list[str]) -> Options:
     _args("format", args, 1)
-    return replace(o, format=_fmt("format", args[0]) if args[0] else None)
+    return replace(o, format=_fmt("format", args[0]))
 
 
 def _cachebuster(o: Options, args: list[str]) -> Options:
@@ -433,10 +437,7 @@ def _filename(o: Options, args: list[str]) -> Options:
     _args("filename", args, 2)
     name = args[0]
     if len(args) > 1 and _bool(args[1]):
-        try:
-            name = base64.urlsafe_b64decode(name + "=" * (-len(name) % 4)).decode("utf-8")
-        except (binascii.Error, ValueError, UnicodeDecodeError):
-            raise InvalidURL(f"filename: invalid base64 encoding {name!r}") from None
+        name = _b64decode(name, "filename")
     return replace(o, filename=name)
 
 
@@ -450,7 +451,10 @@ def _security(attr: str, parse: Callable[[str, str], int]) -> Applier:
 
 
 def _megapixels(name: str, raw: str) -> int:
-    return round(_float(name, raw, above=True) * 1_000_000)
+    pixels = round(_float(name, raw, above=True) * 1_000_000)
+    if pixels < 1:
+        raise InvalidURL(f"{name}: expected at least one pixel, got {raw!r} megapixels")
+    return pixels
 
 
 def _positive(name: str, raw: str) -> int:
@@ -551,7 +555,7 @@ def parse_path(path: str, policy: ParsePolicy | None = None) -> tuple[Options, s
     segments = path.lstrip("/").split("/")
     if not segments or not segments[0]:
         raise InvalidURL("empty path")
-    if segments[0] in _RESIZE_TYPES:
+    if segments[0] in _RESIZE_TYPES and not policy.only_presets:
         raise InvalidURL("it looks like the deprecated basic URL format; use rs:%type:%width:%height")
 
     options = Options()
@@ -608,6 +612,20 @@ def _apply_presets(options: Options, names: list[str], policy: ParsePolicy, appl
     return options
 
 
+def _b64decode(text: str, what: str) -> str:
+    """Strict URL-safe base64 (padding optional) decoded as UTF-8; InvalidURL otherwise."""
+    encoded = text.rstrip("=")
+    if not re.fullmatch(r"[A-Za-z0-9_-]*", encoded) or len(encoded) % 4 == 1:
+        raise InvalidURL(f"{what}: invalid base64 encoding {text!r}")
+    try:
+        return base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4)).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        raise InvalidURL(f"{what}: invalid base64 encoding {text!r}") from None
+
+
+_BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
+
+
 def _parse_source(segments: list[str]) -> tuple[str, str]:
     if not segments or not any(segments):
         raise InvalidURL("missing source URL")
@@ -616,7 +634,13 @@ def _parse_source(segments: list[str]) -> tuple[str, str]:
         if text.count("@") > 1:
             raise InvalidURL("multiple formats are specified")
         url, _, extension = text.partition("@")
-        url = unquote(url, errors="strict") if "%" in url else url
+        if "%" in url:
+            if _BAD_ESCAPE.search(url):
+                raise InvalidURL("invalid url encoding: a % not followed by two hex digits")
+            try:
+                url = unquote(url, errors="strict")
+            except UnicodeDecodeError:
+                raise InvalidURL("invalid url encoding: not UTF-8") from None
         if not url:
             raise InvalidURL("image URL is empty")
         return url, extension
@@ -624,13 +648,7 @@ def _parse_source(segments: list[str]) -> tuple[str, str]:
     if joined.count(".") > 1:
         raise InvalidURL("multiple formats are specified")
     encoded, _, extension = joined.partition(".")
-    encoded = encoded.rstrip("=")
-    if not re.fullmatch(r"[A-Za-z0-9_-]+", encoded) or len(encoded) % 4 == 1:
-        raise InvalidURL("invalid url encoding")
-    try:
-        url = base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4)).decode("utf-8")
-    except (binascii.Error, UnicodeDecodeError):
-        raise InvalidURL("invalid url encoding") from None
+    url = _b64decode(encoded, "source URL")
     if not url:
         raise InvalidURL("image URL is empty")
     return url, extension
@@ -639,8 +657,9 @@ def _parse_source(segments: list[str]) -> tuple[str, str]:
 # --- the canonical inverse ------------------------------------------------------------------------
 
 def _num(value: float) -> str:
-    text = repr(float(value))
-    return text[:-2] if text.endswith(".0") else text
+    """A number as the parser reads it back exactly: plain decimal digits, no exponent."""
+    text = format(Decimal(repr(float(value))), "f")
+    return text.rstrip("0").rstrip(".") if "." in text else text
 
 
 def _gravity_args(g: Gravity) -> list[str]:

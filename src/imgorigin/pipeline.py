@@ -5,7 +5,11 @@
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import glob
 import math
+import os
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -21,7 +25,7 @@ from .formats import ImageFormat
 from .geometry import Plan, Size
 from .options import RGB, GravityType, Options
 
-__all__ = ["STEPS", "RenderConfig", "Step", "apply", "health_check", "render"]
+__all__ = ["STEPS", "RenderConfig", "Step", "apply", "health_check", "render", "vips_memory"]
 
 Step = Callable[[pyvips.Image, Plan], pyvips.Image]
 
@@ -230,6 +234,25 @@ def _flatten(image: pyvips.Image, background: RGB | None, fmt: ImageFormat) -> p
     if image.bands <= 2:
         colour = [round(sum(colour) / 3)]
     return image.flatten(background=colour)
+
+
+def _libvips_counters() -> Callable[[], tuple[int, int, int]]:
+    """A reader of libvips' tracked memory, allocations and high-water mark (zeros if unavailable)."""
+    bundled = os.path.join(os.path.dirname(pyvips.__file__), "..", "pyvips_binary.libs", "libvips*.so*")
+    path = glob.glob(bundled)
+    name = path[0] if path else ctypes.util.find_library("vips")
+    try:
+        lib = ctypes.CDLL(name)
+        get_mem, highwater, allocs = (lib.vips_tracked_get_mem, lib.vips_tracked_get_mem_highwater,
+                                      lib.vips_tracked_get_allocs)
+    except (OSError, AttributeError, TypeError):
+        return lambda: (0, 0, 0)
+    get_mem.restype = highwater.restype = ctypes.c_size_t
+    allocs.restype = ctypes.c_int
+    return lambda: (int(get_mem()), int(highwater()), int(allocs()))
+
+
+vips_memory = _libvips_counters()
 
 
 def health_check() -> bool:

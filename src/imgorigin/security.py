@@ -104,7 +104,8 @@ def _category(address: IPAddress) -> str:
 
 
 def _compile_prefix(pattern: str) -> re.Pattern[str]:
-    return re.compile("".join("[^/]*" if part == "*" else re.escape(part)
+    # "*" stays within one host or path segment: it never crosses "/", "?", "#" or "@"
+    return re.compile("".join("[^/?#@]*" if part == "*" else re.escape(part)
                               for part in re.split(r"(\*)", pattern)))
 
 
@@ -131,14 +132,16 @@ class SourcePolicy:
         """Whether the policy lets us connect to ``address:port``."""
         if any(net.matches(address, port) for net in self.allowed_networks):
             return True
-        inner = embedded_ipv4(address)
-        if inner is not None:
-            return self.address_allowed(inner, port)
         category = _category(address)
-        return (category == "global"
-                or (category == "loopback" and self.allow_loopback)
-                or (category == "link_local" and self.allow_link_local)
-                or (category == "private" and self.allow_private))
+        inner = embedded_ipv4(address)
+        if inner is not None and category in ("global", "reserved"):
+            return self.address_allowed(inner, port)  # the embedded IPv4 is where packets go
+        allowed = (category == "global"
+                   or (category == "loopback" and self.allow_loopback)
+                   or (category == "link_local" and self.allow_link_local)
+                   or (category == "private" and self.allow_private))
+        # an address inside a local range that also embeds an IPv4 (ISATAP) must pass both checks
+        return allowed and (inner is None or self.address_allowed(inner, port))
 
     def check_address(self, host: str, port: int) -> None:
         """Raise AddressBlocked if ``host`` (an IP address) is not allowed on ``port``."""

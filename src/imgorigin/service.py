@@ -16,12 +16,13 @@ import anyio
 from .cache import ByteStore, Cache, DiskCache, NullCache, Rendered, SourceCache, StoreCache, cache_key
 from .codec import ClientFeatures, client_features, setup
 from .config import ConfigError, Settings
-from .errors import InvalidImage, InvalidURL, SignatureLooksLikeOption, SourceError
+from .errors import InvalidImage, InvalidURL, SignatureLooksLikeOption, SourceError, TooManyRequests
+from .metrics import Metrics
 from .options import Options, ParsePolicy, normalize_path, parse_path, to_path
 from .pipeline import RenderConfig, render
 from .security import SourcePolicy, parse_allowed_networks
 from .signing import Verifier
-from .sources import Fetched, Source, build_sources, scheme_of
+from .sources import Fetched, Source, build_sources, s3_config, scheme_of
 
 __all__ = ["ImageRequest", "Origin", "Reply"]
 
@@ -54,8 +55,11 @@ class Origin:
     """Owns the sources, the cache and the worker limit; answers image requests."""
 
     def __init__(self, settings: Settings, *, sources: dict[str, Source] | None = None,
-                 cache: Cache | None = None) -> None:
+                 cache: Cache | None = None, metrics: Metrics | None = None) -> None:
         self.settings = settings
+        self.metrics = metrics or Metrics(settings.prometheus_namespace, workers=settings.workers)
+        #: set when SIGTERM arrived: /health answers 503 while in-flight requests finish
+        self.draining = False
         try:
             networks = parse_allowed_networks(settings.allowed_source_networks)
         except ValueError as exc:
@@ -82,6 +86,7 @@ class Origin:
         if settings.source_cache_size:
             self.source_cache = SourceCache(settings.source_cache_size, lambda f: len(f.data))
         self._limiter = anyio.CapacityLimiter(settings.workers)
+        self._waiting = 0
         self._inflight: dict[str, asyncio.Task[tuple[Rendered, str]]] = {}
         self._stack = AsyncExitStack()
         #: counters the tests and metrics read: renders done, source fetches made
@@ -109,6 +114,10 @@ class Origin:
         return self
 
     def _result_store(self, url: str) -> ByteStore:
+        if url.startswith("s3://"):
+            from .sources.s3 import S3Storage
+
+            return S3Storage.for_results(s3_config(self.settings), url)
         from .sources.local import LocalStore
 
         return LocalStore(url[len("local://"):])
@@ -146,6 +155,7 @@ class Origin:
         key = cache_key(to_path(options, source_url), variant)
         rendered = await self.cache.get(key)
         if rendered is not None:
+            self.metrics.cache_hits.labels(tier="disk").inc()
             return Reply(rendered, options, source_url, self.vary_accept, "hit")
         rendered, status = await self._coalesced(key, options, source_url, client)
         return Reply(rendered, options, source_url, self.vary_accept, status)
@@ -165,6 +175,8 @@ class Origin:
             self._inflight[key] = task
             task.add_done_callback(lambda t: self._inflight.pop(key, None) if self._inflight.get(key) is t
                                    else None)
+        if not led:
+            self.metrics.coalesced.inc()
         rendered, status = await asyncio.shield(task)
         return rendered, status if led else "coalesced"
 
@@ -174,8 +186,10 @@ class Origin:
         if self.shared is not None:
             rendered = await self.shared.get(key)
             if rendered is not None:
+                self.metrics.cache_hits.labels(tier="shared").inc()
                 await self.cache.set(key, rendered)
                 return rendered, "shared"
+        self.metrics.cache_misses.inc()
         rendered = await self._render(key, options, source_url, client)
         await self.cache.set(key, rendered)
         if self.shared is not None:
@@ -188,6 +202,8 @@ class Origin:
         async def fetch() -> Fetched:
             fetched = await source.fetch(source_url, max_bytes=max_bytes)
             self.fetches += 1
+            self.metrics.source_fetches.inc()
+            self.metrics.source_bytes.inc(len(fetched.data))
             return fetched
 
         if self.source_cache is None:
@@ -198,15 +214,38 @@ class Origin:
         return fetched
 
     async def _render(self, key: str, options: Options, source_url: str, client: ClientFeatures) -> Rendered:
+        """Wait for a worker (or refuse when the queue is full), then fetch and render."""
         assert self.render_config is not None
-        max_bytes = options.max_src_file_size if options.max_src_file_size is not None \
-            else self.settings.max_src_file_size
-        fetched = await self._fetch(source_url, max_bytes)
+        started = time.monotonic()
+        if self._limiter.available_tokens > 0:
+            self._limiter.acquire_nowait()  # synchronous: nobody can slip in between check and take
+        else:
+            queue = self.settings.requests_queue_size
+            if queue and self._waiting >= queue:
+                raise TooManyRequests(f"queue full: {self._waiting} requests wait for a worker")
+            self._waiting += 1
+            try:
+                await self._limiter.acquire()
+            finally:
+                self._waiting -= 1
+        spans = self.metrics.span_duration
+        spans.labels(span="queue").observe(time.monotonic() - started)
+        self.metrics.image_started()
+        try:
+            max_bytes = options.max_src_file_size if options.max_src_file_size is not None \
+                else self.settings.max_src_file_size
+            with spans.labels(span="downloading_source_image").time():
+                fetched = await self._fetch(source_url, max_bytes)
+            with spans.labels(span="processing_image").time():
+                rendered = await anyio.to_thread.run_sync(render, fetched.data, options, self.render_config,
+                                                          client)
+        finally:
+            self._limiter.release()
+            self.metrics.image_finished()
+        self.renders += 1
+        self.metrics.renders.inc()
         version = fetched.etag or fetched.last_modified or hashlib.sha256(fetched.data).hexdigest()
         etag = '"' + hashlib.sha256(f"{key}\n{version}".encode()).hexdigest()[:40] + '"'
-        rendered = await anyio.to_thread.run_sync(
-            render, fetched.data, options, self.render_config, client, limiter=self._limiter)
-        self.renders += 1
         return Rendered(rendered.data, rendered.format, rendered.width, rendered.height, etag,
                         fetched.last_modified)
 

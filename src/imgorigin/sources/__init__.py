@@ -15,8 +15,9 @@ from ..errors import SourceError
 if TYPE_CHECKING:
     from ..config import Settings
     from ..security import SourcePolicy
+    from .s3 import S3Config
 
-__all__ = ["Fetched", "Source", "build_sources", "scheme_of"]
+__all__ = ["Fetched", "Source", "build_sources", "s3_config", "scheme_of"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,7 +51,7 @@ def scheme_of(url: str) -> str:
 
 
 def build_sources(settings: Settings, policy: SourcePolicy) -> dict[str, Source]:
-    """The enabled sources by scheme: http(s) always, local when a root is set."""
+    """The enabled sources by scheme: http(s) always, local when a root is set, s3 when USE_S3."""
     from .http import HttpSource
 
     http = HttpSource(policy, timeout=settings.download_timeout, max_redirects=settings.max_redirects,
@@ -60,4 +61,18 @@ def build_sources(settings: Settings, policy: SourcePolicy) -> dict[str, Source]
         from .local import LocalSource
 
         sources["local"] = LocalSource(settings.local_filesystem_root)
+    if settings.use_s3:
+        from .s3 import S3Storage
+
+        sources["s3"] = S3Storage(s3_config(settings))
     return sources
+
+
+def s3_config(settings: Settings) -> S3Config:
+    """The S3 client settings of ``settings``."""
+    from .s3 import S3Config
+
+    return S3Config(endpoint=settings.s3_endpoint, region=settings.s3_region,
+                    path_style=settings.s3_endpoint_use_path_style,
+                    allowed_buckets=settings.s3_allowed_buckets, denied_buckets=settings.s3_denied_buckets,
+                    timeout=settings.download_timeout)

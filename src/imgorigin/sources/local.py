@@ -52,10 +52,11 @@ def _read(path: str, max_bytes: int) -> Fetched:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     except OSError:
         raise SourceNotFound(f"cannot open {path!r}") from None
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        os.close(fd)
+        raise SourceNotFound(f"not a regular file: {path!r}")
     with os.fdopen(fd, "rb") as handle:
-        info = os.fstat(handle.fileno())
-        if not stat.S_ISREG(info.st_mode):
-            raise SourceNotFound(f"not a regular file: {path!r}")
         if max_bytes and info.st_size > max_bytes:
             raise InvalidImage(f"{path!r} is {info.st_size} bytes, over the {max_bytes} byte limit")
         data = handle.read(max_bytes + 1 if max_bytes else -1)
