@@ -14,6 +14,7 @@ from imgorigin.errors import ForbiddenOption, ImgOriginError, InvalidURL
 from imgorigin.formats import ImageFormat
 from imgorigin.options import (
     OPTION_NAMES,
+    WATERMARK_POSITIONS,
     Crop,
     Extend,
     Gravity,
@@ -22,6 +23,8 @@ from imgorigin.options import (
     Padding,
     ParsePolicy,
     ResizeType,
+    Trim,
+    Watermark,
     normalize_path,
     parse_path,
     to_path,
@@ -90,6 +93,12 @@ VALID: dict[str, tuple[str, dict[str, Any]]] = {
     "max_animation_frames": ("10", {"max_animation_frames": 10}),
     "max_animation_frame_resolution": ("2", {"max_animation_frame_resolution": 2_000_000}),
     "max_result_dimension": ("4000", {"max_result_dimension": 4000}),
+    "trim": ("12.5:ff00ff:1:0", {"trim": Trim(12.5, (255, 0, 255), True, False)}),
+    "pixelate": ("8", {"pixelate": 8}),
+    "watermark": ("0.5:re:10:20:0.3", {"watermark": Watermark(0.5, "re", 10.0, 20.0, 0.3)}),
+    "max_bytes": ("20000", {"max_bytes": 20000}),
+    "skip_processing": ("jpg:png", {"skip_processing": (ImageFormat.JPEG, ImageFormat.PNG)}),
+    "raw": ("1", {"raw": True}),
 }
 
 
@@ -740,6 +749,18 @@ _OPTION_FIELDS: dict[str, st.SearchStrategy[Any]] = {
     "max_animation_frames": st.none() | st.integers(1, 10**6),
     "max_animation_frame_resolution": st.none() | st.integers(1, 10**9),
     "max_result_dimension": st.none() | st.integers(0, 10**6),
+    "trim": st.none() | st.builds(Trim, st.integers(0, 100000).map(lambda n: n / 100),
+                                  st.none() | st.tuples(*(st.integers(0, 255) for _ in range(3))),
+                                  st.booleans(), st.booleans()),
+    "pixelate": st.integers(0, 10000),
+    "watermark": st.none() | st.builds(Watermark, st.integers(1, 100).map(lambda n: n / 100),
+                                       st.sampled_from(WATERMARK_POSITIONS),
+                                       st.integers(-1000, 1000).map(lambda n: n / 10),
+                                       st.integers(-1000, 1000).map(lambda n: n / 10),
+                                       st.integers(0, 1000).map(lambda n: n / 100)),
+    "max_bytes": st.integers(0, 10**9),
+    "skip_processing": st.lists(st.sampled_from(list(ImageFormat)), unique=True, max_size=4).map(tuple),
+    "raw": st.booleans(),
 }
 _OPTIONS = st.builds(Options, **_OPTION_FIELDS)
 

@@ -222,12 +222,20 @@ def test_allowed_sources(patterns: tuple[str, ...], url: str, allowed: bool) -> 
             policy.check_url(url)
 
 
-def test_allowed_source_without_trailing_slash_caveat() -> None:
-    # a prefix without a trailing slash also matches a URL whose *userinfo* is that host: this is why the
-    # documentation asks for a trailing slash
-    loose = SourcePolicy(allowed_sources=("http://example.com",))
-    loose.check_url("http://example.com@evil.com/a.png")
-    loose.check_url("http://example.com.evil.com/a.png")
-    strict = SourcePolicy(allowed_sources=("http://example.com/",))
-    with pytest.raises(InvalidSourceURL):
-        strict.check_url("http://example.com@evil.com/a.png")
+def test_allowed_sources_match_the_parsed_url_not_a_string_prefix() -> None:
+    # imgproxy matches a string prefix, so "http://example.com" also lets userinfo and longer hosts
+    # through; we match scheme, host[:port] and path prefix of the parsed URL instead
+    for pattern in ("http://example.com", "http://example.com/"):
+        policy = SourcePolicy(allowed_sources=(pattern,))
+        policy.check_url("http://example.com/a.png")
+        for hostile in ("http://example.com@evil.com/a.png", "http://example.com.evil.com/a.png",
+                        "http://evil.com/http://example.com/", "http://user@example.com/a.png",
+                        "https://example.com/a.png", "http://example.com:8080/a.png"):
+            with pytest.raises(InvalidSourceURL):
+                policy.check_url(hostile)
+    wildcard = SourcePolicy(allowed_sources=("http://*.mycdn.dev/images/",))
+    wildcard.check_url("http://a-1.b-2.mycdn.dev/images/x.png")
+    for hostile in ("http://other.dev/.mycdn.dev/images/x.png", "http://evil.com?.mycdn.dev/images/x",
+                    "http://a.mycdn.dev/private/x.png", "http://x@a.mycdn.dev/images/x.png"):
+        with pytest.raises(InvalidSourceURL):
+            wildcard.check_url(hostile)

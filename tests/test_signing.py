@@ -243,7 +243,7 @@ def test_builder_bad_configuration(kwargs: dict[str, object]) -> None:
         UrlBuilder(**kwargs)  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize("name", ["bogus", "pr", "preset_name", "Width", "trim"])
+@pytest.mark.parametrize("name", ["bogus", "pr", "preset_name", "Width", "trimmed"])
 def test_builder_unknown_option(name: str) -> None:
     with pytest.raises(TypeError, match=name):
         UrlBuilder().path("http://x", **{name: 1})

@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
+import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
+from typing import Any
 from urllib.parse import urlsplit
 
 import anyio
@@ -43,6 +46,7 @@ _CACHE_STATUS = {
     "shared": "imgorigin; hit; detail=shared",
     "miss": "imgorigin; fwd=miss; stored",
     "coalesced": "imgorigin; fwd=miss; collapsed",
+    "bypass": "imgorigin; fwd=bypass",
 }
 _LANDING = "imgorigin: an image origin. See /<signature>/<options>/plain/<source-url>.\n"
 
@@ -153,13 +157,22 @@ def create_app(settings: Settings, *, sources: dict[str, Source] | None = None) 
 
     async def _answer(path: str, request: Request, request_id: str, *,
                       head: bool) -> tuple[Response, Reply | None, ImgOriginError | None]:
-        signature, sep, rest = path[1:].partition("/")
+        info = path.startswith("/info/")
+        signature, sep, rest = path[len("/info/") if info else 1:].partition("/")
         try:
             if not signature or not sep or not rest:
                 raise InvalidURL("invalid path: expected /<signature>/<options>/<source>")
+            image_request = ImageRequest(signature, "/" + rest, request.headers.get("accept", ""),
+                                         deadline=time.monotonic() + settings.timeout,
+                                         **_client_hints(request) if settings.enable_client_hints else {})
             with anyio.fail_after(settings.timeout):
-                reply = await origin.image(ImageRequest(signature, "/" + rest,
-                                                        request.headers.get("accept", "")))
+                if info:
+                    facts = await origin.info(image_request)
+                    body = json.dumps(facts, separators=(",", ":")).encode()
+                    headers = {"Content-Type": "application/json",
+                               "Cache-Control": cache_control(settings.ttl)}
+                    return _response(200, body, headers, request_id, head=head), None, None
+                reply = await origin.image(image_request)
         except TimeoutError:
             error: ImgOriginError = RequestTimeout(f"request took over {settings.timeout}s")
         except ImgOriginError as exc:
@@ -174,13 +187,19 @@ def create_app(settings: Settings, *, sources: dict[str, Source] | None = None) 
     def _image_response(reply: Reply, request: Request, request_id: str, *, head: bool) -> Response:
         rendered = reply.rendered
         options = reply.options
-        headers = {
-            "Content-Type": rendered.content_type,
-            "Cache-Control": cache_control(
+        fallback = reply.fallback_status is not None
+        if fallback:
+            ttl = settings.fallback_image_ttl
+            caching = f"max-age={ttl}, public" if ttl > 0 else "no-store"
+        else:
+            caching = cache_control(
                 settings.ttl, expires=options.expires, now=time.time(),
                 immutable=settings.cache_control_immutable,
                 stale_while_revalidate=settings.stale_while_revalidate,
-                stale_if_error=settings.stale_if_error),
+                stale_if_error=settings.stale_if_error)
+        headers = {
+            "Content-Type": rendered.content_type,
+            "Cache-Control": caching,
             "Content-Disposition": content_disposition(
                 options.filename or filename_stem(reply.source_url), rendered.format.extension,
                 attachment=options.return_attachment if options.return_attachment is not None
@@ -188,18 +207,23 @@ def create_app(settings: Settings, *, sources: dict[str, Source] | None = None) 
             "X-Cache": reply.cache_status,
             "Cache-Status": _CACHE_STATUS[reply.cache_status],
         }
-        if rendered.etag:
-            headers["ETag"] = rendered.etag
-        if rendered.last_modified:
-            headers["Last-Modified"] = rendered.last_modified
-        if reply.vary_accept:
-            headers["Vary"] = "Accept"
+        if fallback:
+            headers["X-Fallback-Image"] = "1"  # not the requested image: the source could not be fetched
+        else:
+            if rendered.etag:
+                headers["ETag"] = rendered.etag
+            if rendered.last_modified:
+                headers["Last-Modified"] = rendered.last_modified
+        if reply.vary:
+            headers["Vary"] = ", ".join(reply.vary)
         if settings.allow_origin:
             headers["Access-Control-Allow-Origin"] = settings.allow_origin
-        if rendered.etag and rendered.etag in _etags(request.headers.get("if-none-match", "")):
+        revalidated = rendered.etag in _etags(request.headers.get("if-none-match", ""))
+        if not fallback and rendered.etag and revalidated:
             headers.pop("Content-Type")
             return _response(304, b"", headers, request_id, head=True)
-        return _response(200, rendered.data, headers, request_id, head=head)
+        status = (settings.fallback_image_http_code or reply.fallback_status or 200) if fallback else 200
+        return _response(status, rendered.data, headers, request_id, head=head)
 
     async def http_error(request: Request, exc: Exception) -> Response:
         status = exc.status_code if isinstance(exc, HTTPException) else 500
@@ -243,6 +267,22 @@ def _health(request_id: str, *, head: bool, draining: bool) -> Response:
         log.error("health check failed: libvips did not answer")
     body = b"imgorigin is running" if ok else b"Error"
     return _response(200 if ok else 500, body, headers, request_id, head=head)
+
+
+_DPR = re.compile(r"[0-9]{1,2}(\.[0-9]{1,6})?")
+_WIDTH = re.compile(r"[0-9]{1,5}")
+
+
+def _client_hints(request: Request) -> dict[str, Any]:
+    """Valid DPR (0 < dpr <= 8) and Width (> 0) client hints; anything malformed is ignored."""
+    hints: dict[str, Any] = {}
+    dpr = (request.headers.get("sec-ch-dpr") or request.headers.get("dpr") or "").strip()
+    if _DPR.fullmatch(dpr) and 0 < float(dpr) <= 8:
+        hints["dpr_hint"] = float(dpr)
+    width = (request.headers.get("sec-ch-width") or request.headers.get("width") or "").strip()
+    if _WIDTH.fullmatch(width) and int(width) > 0:
+        hints["width_hint"] = int(width)
+    return hints
 
 
 def _redacted(path: str) -> str:

@@ -184,9 +184,6 @@ def encode(image: pyvips.Image, fmt: ImageFormat, quality: int, settings: Encode
     saver = _SAVERS.get(fmt)
     if saver is None:
         raise UnsupportedOutput(f"cannot encode {fmt.value}")
-    try:
-        data = pyvips.Operation.call(saver, image, **params)
-    except pyvips.Error as exc:
-        raise BrokenImage(f"{saver}: {exc}") from exc
+    data = pyvips.Operation.call(saver, image, **params)  # pyvips.Error is mapped by the caller
     assert isinstance(data, bytes)
     return data

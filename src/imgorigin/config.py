@@ -287,6 +287,13 @@ class Settings:
     # processing
     max_src_resolution: float = _setting(50.0, "MAX_SRC_RESOLUTION", _float_in(0.0),
                                          "Largest source in megapixels.", section="processing")
+    max_animation_frames: int = _setting(100, "MAX_ANIMATION_FRAMES", _int_in(1, 10000), "Most frames of "
+                                         "an animation kept (more: the first frame only; imgproxy: 1).",
+                                         section="processing")
+    max_animation_frame_resolution: float = _setting(0.0, "MAX_ANIMATION_FRAME_RESOLUTION", _float_in(0.0),
+                                                     "Largest frame in megapixels (0 = frames are counted "
+                                                     "together against MAX_SRC_RESOLUTION).",
+                                                     section="processing")
     max_result_dimension: int = _setting(0, "MAX_RESULT_DIMENSION", _int_in(0),
                                          "Largest result side in pixels (0 = no limit).",
                                          section="processing")
@@ -322,6 +329,40 @@ class Settings:
                                 section="processing")
     avif_speed: int = _setting(8, "AVIF_SPEED", _int_in(0, 9), "AVIF encoder speed (9 fastest; "
                                "libvips effort = 9 - speed).", section="processing")
+
+    watermark_data: str = _setting("", "WATERMARK_DATA", _str, "Watermark image, base64-encoded.",
+                                   section="processing")
+    watermark_path: str = _setting("", "WATERMARK_PATH", _str, "Watermark image file.", section="processing")
+    watermark_url: str = _setting("", "WATERMARK_URL", _str, "Watermark image URL (fetched at start).",
+                                  section="processing")
+    watermark_opacity: float = _setting(1.0, "WATERMARK_OPACITY", _float_in(0.0, 1.0),
+                                        "Opacity multiplied into every watermark.", section="processing")
+    fallback_image_data: str = _setting("", "FALLBACK_IMAGE_DATA", _str, "Image served (processed with "
+                                        "the request's options) when a source cannot be fetched, base64.",
+                                        section="processing")
+    fallback_image_path: str = _setting("", "FALLBACK_IMAGE_PATH", _str, "Fallback image file.",
+                                        section="processing")
+    fallback_image_url: str = _setting("", "FALLBACK_IMAGE_URL", _str, "Fallback image URL (fetched at "
+                                       "start).", section="processing")
+    fallback_image_http_code: int = _setting(200, "FALLBACK_IMAGE_HTTP_CODE", _int_in(0, 599),
+                                             "Status of fallback responses (0 = the error's status).",
+                                             section="processing")
+    fallback_image_ttl: int = _setting(0, "FALLBACK_IMAGE_TTL", _int_in(0), "max-age of fallback "
+                                       "responses (0 = no-store: a CDN must not keep them).",
+                                       section="processing")
+    enable_client_hints: bool = _setting(False, "ENABLE_CLIENT_HINTS", _bool, "Use Sec-CH-DPR/DPR and "
+                                         "Sec-CH-Width/Width as defaults for dpr and width.",
+                                         section="processing")
+    unsigned_widths: tuple[str, ...] = _setting((), "UNSIGNED_WIDTHS", _list, "With signing on, serve "
+                                                "'unsafe'/'insecure' URLs whose width is one of these (and "
+                                                "whose other options are in the UNSIGNED_* lists).",
+                                                imgproxy=False, section="url")
+    unsigned_qualities: tuple[str, ...] = _setting((), "UNSIGNED_QUALITIES", _list, "Qualities unsigned "
+                                                   "URLs may ask for (empty = the default only).",
+                                                   imgproxy=False, section="url")
+    unsigned_formats: tuple[str, ...] = _setting((), "UNSIGNED_FORMATS", _list, "Formats unsigned URLs "
+                                                 "may ask for (empty = negotiated only).", imgproxy=False,
+                                                 section="url")
 
     # cache
     cache_dir: str = _setting("", "CACHE_DIR", _str, "Directory of the disk result cache; empty = off.",

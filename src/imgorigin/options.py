@@ -24,6 +24,7 @@ from .formats import ImageFormat
 __all__ = [
     "OPTION_NAMES",
     "RGB",
+    "WATERMARK_POSITIONS",
     "Crop",
     "Extend",
     "Gravity",
@@ -32,6 +33,8 @@ __all__ = [
     "Padding",
     "ParsePolicy",
     "ResizeType",
+    "Trim",
+    "Watermark",
     "normalize_path",
     "parse_path",
     "to_path",
@@ -105,6 +108,32 @@ class Padding:
     left: int = 0
 
 
+@dataclass(frozen=True, slots=True)
+class Trim:
+    """Remove a uniform border: colour distance ``threshold``; ``colour`` None = the corner pixel's,
+    (255, 0, 255) = transparency; ``equal_*`` trim both sides of an axis by the same amount."""
+
+    threshold: float = 10.0
+    colour: RGB | None = None
+    equal_horizontal: bool = False
+    equal_vertical: bool = False
+
+
+WATERMARK_POSITIONS = ("ce", "no", "so", "ea", "we", "noea", "nowe", "soea", "sowe", "re")
+
+
+@dataclass(frozen=True, slots=True)
+class Watermark:
+    """The server's watermark image laid over the result: ``position`` is a compass gravity or
+    ``re`` (tiled, ``x``/``y`` the spacing); ``scale`` is its size relative to the result (0 = as is)."""
+
+    opacity: float = 1.0
+    position: str = "ce"
+    x: float = 0.0
+    y: float = 0.0
+    scale: float = 0.0
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Options:
     """Everything a URL asks for. ``None`` means "use the server's setting"."""
@@ -145,6 +174,12 @@ class Options:
     max_animation_frames: int | None = None
     max_animation_frame_resolution: int | None = None  # pixels
     max_result_dimension: int | None = None
+    trim: Trim | None = None
+    pixelate: int = 0
+    watermark: Watermark | None = None
+    max_bytes: int = 0
+    skip_processing: tuple[ImageFormat, ...] = ()
+    raw: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -441,6 +476,52 @@ def _filename(o: Options, args: list[str]) -> Options:
     return replace(o, filename=name)
 
 
+def _trim(o: Options, args: list[str]) -> Options:
+    _args("trim", args, 4)
+    if not args[0]:
+        return replace(o, trim=None)  # an empty threshold turns trim off (imgproxy v4)
+    threshold = _float("trim", args[0], high=1000.0)
+    colour: RGB | None = None
+    if len(args) > 1 and args[1]:
+        colour = _background(Options(), [args[1]]).background
+    return replace(o, trim=Trim(threshold, colour, len(args) > 2 and _bool(args[2]),
+                                len(args) > 3 and _bool(args[3])))
+
+
+def _pixelate(o: Options, args: list[str]) -> Options:
+    _args("pixelate", args, 1)
+    return replace(o, pixelate=_int("pixelate", args[0], 0, 10000))
+
+
+def _watermark(o: Options, args: list[str]) -> Options:
+    _args("watermark", args, 7)
+    opacity = _float("watermark", args[0], high=1.0)
+    if opacity == 0:
+        return replace(o, watermark=None)
+    position = args[1] if len(args) > 1 and args[1] else "ce"
+    if position not in WATERMARK_POSITIONS:
+        raise InvalidURL(f"watermark: position must be one of {WATERMARK_POSITIONS}, got {position!r}")
+    x = _float("watermark", args[2], low=float("-inf")) if len(args) > 2 and args[2] else 0.0
+    y = _float("watermark", args[3], low=float("-inf")) if len(args) > 3 and args[3] else 0.0
+    scale = _float("watermark", args[4], high=100.0) if len(args) > 4 and args[4] else 0.0
+    return replace(o, watermark=Watermark(opacity, position, x, y, scale))
+
+
+def _max_bytes(o: Options, args: list[str]) -> Options:
+    _args("max_bytes", args, 1)
+    return replace(o, max_bytes=_int("max_bytes", args[0], 0))
+
+
+def _skip_processing(o: Options, args: list[str]) -> Options:
+    formats = tuple(dict.fromkeys((*o.skip_processing, *(_fmt("skip_processing", a) for a in args))))
+    return replace(o, skip_processing=formats)
+
+
+def _raw(o: Options, args: list[str]) -> Options:
+    _args("raw", args, 1)
+    return replace(o, raw=_bool(args[0]))
+
+
 def _security(attr: str, parse: Callable[[str, str], int]) -> Applier:
     def apply(o: Options, args: list[str]) -> Options:
         _args(attr, args, 1)
@@ -502,6 +583,12 @@ _APPLIERS: dict[str, Applier] = {
     "max_animation_frames": _security("max_animation_frames", _positive),
     "max_animation_frame_resolution": _security("max_animation_frame_resolution", _megapixels),
     "max_result_dimension": _security("max_result_dimension", _non_negative),
+    "trim": _trim,
+    "pixelate": _pixelate,
+    "watermark": _watermark,
+    "max_bytes": _max_bytes,
+    "skip_processing": _skip_processing,
+    "raw": _raw,
 }
 
 #: long option name -> its short aliases (imgproxy's names); ``preset`` is handled by the parser
@@ -516,6 +603,8 @@ OPTION_NAMES: dict[str, tuple[str, ...]] = {
     "filename": ("fn",), "return_attachment": ("att",), "preset": ("pr",),
     "max_src_resolution": ("msr",), "max_src_file_size": ("msfs",), "max_animation_frames": ("maf",),
     "max_animation_frame_resolution": ("mafr",), "max_result_dimension": ("mrd",),
+    "trim": ("t",), "pixelate": ("pix",), "watermark": ("wm",), "max_bytes": ("mb",),
+    "skip_processing": ("skp",), "raw": (),
 }
 
 _CANONICAL: dict[str, str] = {alias: long for long, aliases in OPTION_NAMES.items()
@@ -545,8 +634,11 @@ def normalize_path(path: str) -> str:
     return head + sep + tail
 
 
-def parse_path(path: str, policy: ParsePolicy | None = None) -> tuple[Options, str]:
-    """Parse ``/options.../source`` (after the signature) into options and the absolute source URL."""
+def parse_path(path: str, policy: ParsePolicy | None = None, *, base: Options | None = None
+               ) -> tuple[Options, str]:
+    """Parse ``/options.../source`` (after the signature) into options and the absolute source URL.
+
+    ``base`` holds defaults the URL's options override (client hints)."""
     policy = policy or ParsePolicy()
     if len(path) > MAX_PATH_LENGTH:
         raise InvalidURL(f"path longer than {MAX_PATH_LENGTH} characters")
@@ -558,7 +650,7 @@ def parse_path(path: str, policy: ParsePolicy | None = None) -> tuple[Options, s
     if segments[0] in _RESIZE_TYPES and not policy.only_presets:
         raise InvalidURL("it looks like the deprecated basic URL format; use rs:%type:%width:%height")
 
-    options = Options()
+    options = base or Options()
     applying: list[str] = []
     if "default" in policy.presets:
         options = _apply_presets(options, ["default"], policy, applying)
@@ -728,6 +820,21 @@ def _canonical_segments(o: Options) -> list[str]:
     for attr in ("max_src_file_size", "max_animation_frames", "max_result_dimension"):
         if getattr(o, attr) is not None:
             out.append([attr, str(getattr(o, attr))])
+    if o.trim is not None:
+        t = o.trim
+        colour = "".join(f"{c:02x}" for c in t.colour) if t.colour else ""
+        out.append(["t", _num(t.threshold), colour, _b(t.equal_horizontal), _b(t.equal_vertical)])
+    if o.pixelate:
+        out.append(["pix", str(o.pixelate)])
+    if o.watermark is not None:
+        w = o.watermark
+        out.append(["wm", _num(w.opacity), w.position, _num(w.x), _num(w.y), _num(w.scale)])
+    if o.max_bytes:
+        out.append(["mb", str(o.max_bytes)])
+    if o.skip_processing:
+        out.append(["skp", *(f.value for f in o.skip_processing)])
+    if o.raw:
+        out.append(["raw", "1"])
     return [SEPARATOR.join(seg) for seg in out]
 
 

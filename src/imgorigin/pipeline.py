@@ -10,22 +10,27 @@ import ctypes.util
 import glob
 import math
 import os
-import re
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import pyvips
 
-from . import steps
+from . import placeholders, steps, svg
 from .cache import Rendered
-from .codec import ClientFeatures, EncoderSettings, choose_format, encode, load, sniff
+from .codec import ClientFeatures, EncoderSettings, choose_format, load, sniff
 from .config import Settings
-from .errors import BrokenImage, InvalidImage, UnknownImageType
+from .errors import BrokenImage, InvalidImage, RequestTimeout
+from .finish import encode_within, fit_format, flatten, metadata, to_srgb, watermark
 from .formats import ImageFormat
 from .geometry import Plan, Size
-from .options import RGB, GravityType, Options
+from .options import GravityType, Options
 
-__all__ = ["STEPS", "RenderConfig", "Step", "apply", "health_check", "render", "vips_memory"]
+__all__ = ["STEPS", "RenderConfig", "Step", "apply", "describe", "health_check", "render", "vips_memory"]
+
+#: seconds an SVG may take to render when the request has no deadline of its own
+SVG_TIMEOUT = 10.0
 
 Step = Callable[[pyvips.Image, Plan], pyvips.Image]
 
@@ -36,15 +41,11 @@ STEPS: tuple[Step, ...] = (
     steps.crop_to_result,
     steps.blur,
     steps.sharpen,
+    steps.pixelate,
     steps.extend,
     steps.extend_aspect_ratio,
     steps.padding,
 )
-
-_WHITE: RGB = (255, 255, 255)
-#: largest side each encoder accepts
-_MAX_SIDE = {ImageFormat.WEBP: 16383, ImageFormat.AVIF: 16384, ImageFormat.HEIC: 16384,
-             ImageFormat.GIF: 65535}
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,14 +60,19 @@ class RenderConfig:
     encoder: EncoderSettings
     strip_color_profile: bool
     strip_metadata: bool
+    max_animation_frames: int
+    max_animation_frame_resolution: int
+    watermark: bytes | None
+    watermark_opacity: float
     keep_copyright: bool
     auto_rotate: bool
     max_src_resolution: int
     max_result_dimension: int
 
     @classmethod
-    def from_settings(cls, s: Settings, available: frozenset[ImageFormat]) -> RenderConfig:
-        """The render policy of ``s``, encoding only ``available`` formats."""
+    def from_settings(cls, s: Settings, available: frozenset[ImageFormat],
+                      watermark: bytes | None = None) -> RenderConfig:
+        """The render policy of ``s``, encoding only ``available`` formats, with the watermark's bytes."""
         return cls(
             quality=s.quality, format_quality=dict(s.format_quality), preferred=s.preferred_formats,
             available=available, enforce=ClientFeatures(webp=s.enforce_webp, avif=s.enforce_avif),
@@ -74,6 +80,9 @@ class RenderConfig:
                                     webp_effort=s.webp_effort, avif_speed=s.avif_speed),
             strip_color_profile=s.strip_color_profile, strip_metadata=s.strip_metadata,
             keep_copyright=s.keep_copyright, auto_rotate=s.auto_rotate,
+            max_animation_frames=s.max_animation_frames,
+            max_animation_frame_resolution=round(s.max_animation_frame_resolution * 1_000_000),
+            watermark=watermark, watermark_opacity=s.watermark_opacity,
             max_src_resolution=round(s.max_src_resolution * 1_000_000),
             max_result_dimension=s.max_result_dimension)
 
@@ -85,97 +94,150 @@ def apply(image: pyvips.Image, plan: Plan, chain: Sequence[Step] = STEPS) -> pyv
     return image
 
 
-def render(data: bytes, options: Options, config: RenderConfig, client: ClientFeatures) -> Rendered:
-    """Turn source bytes into the requested image; raises ImgOriginError subclasses."""
+def render(data: bytes, options: Options, config: RenderConfig, client: ClientFeatures, *,
+           deadline: float | None = None) -> Rendered:
+    """Turn source bytes into the requested image; raises ImgOriginError subclasses.
+
+    ``deadline`` (``time.monotonic()`` seconds) is enforced inside libvips: when it passes, the
+    computation is killed, so a pathological image cannot keep a worker busy after its request ended.
+    """
     try:
-        return _render(data, options, config, client)
+        return _render(data, options, config, client, deadline)
     except pyvips.Error as exc:
+        if deadline is not None and time.monotonic() > deadline:
+            raise RequestTimeout("rendering stopped at the deadline") from exc
         raise BrokenImage(f"libvips: {exc}") from exc
 
 
-def _render(data: bytes, options: Options, config: RenderConfig, client: ClientFeatures) -> Rendered:
+def _watch(image: pyvips.Image, deadline: float | None) -> pyvips.Image:
+    """Ask libvips to report progress on ``image`` and kill its evaluation once ``deadline`` passes."""
+    if deadline is None:
+        return image
+
+    def on_eval(target: pyvips.Image, progress: object) -> None:
+        if time.monotonic() > deadline:
+            target.set_kill(True)
+
+    image.set_progress(True)
+    image.signal_connect("eval", on_eval)
+    return image
+
+
+def _render(data: bytes, options: Options, config: RenderConfig, client: ClientFeatures,
+            deadline: float | None) -> Rendered:
     source_format = sniff(data)
     vector = source_format is ImageFormat.SVG
+    if vector:
+        data = svg.sanitize(data)  # no scripts, no entities, no external references, ever
+        if options.format is ImageFormat.SVG:
+            return Rendered(data, ImageFormat.SVG, 0, 0)
+    header = load(data, source_format)  # libvips reads the header only until pixels are needed
+    pages = _pages(header, source_format)
+    limit = options.max_src_resolution or config.max_src_resolution
+    frame_limit = options.max_animation_frame_resolution or config.max_animation_frame_resolution
+    if not vector and header.width * header.height > (frame_limit or limit):
+        raise InvalidImage(f"source is {header.width}x{header.height}, over {frame_limit or limit} pixels")
+    max_frames = options.max_animation_frames or config.max_animation_frames
+    total = pages * header.width * header.height
+    animated = 1 < pages <= max_frames and (bool(frame_limit) or total <= limit)
+
+    alpha_expected = options.background is None and (
+        header.hasalpha() or options.padding is not None or options.extend.enabled)
+    fmt = choose_format(options.format, source=source_format, alpha=alpha_expected, animated=animated,
+                        client=client, enforce=config.enforce, preferred=config.preferred,
+                        available=config.available)
+    animated = animated and fmt.supports_animation
+    if source_format in options.skip_processing and options.format in (None, source_format):
+        return Rendered(data, source_format, header.width, header.height)
+
+    strip_profile = config.strip_color_profile if options.strip_color_profile is None \
+        else options.strip_color_profile
+    auto_rotate = config.auto_rotate if options.auto_rotate is None else options.auto_rotate
+    max_dim = options.max_result_dimension if options.max_result_dimension is not None \
+        else config.max_result_dimension
     smart = options.gravity.type is GravityType.SMART or (
         options.crop is not None and options.crop.gravity is not None
         and options.crop.gravity.type is GravityType.SMART)
-    image = load(data, source_format, random_access=smart)
-    limit = options.max_src_resolution or config.max_src_resolution
-    if not vector and image.width * image.height > limit:
-        raise InvalidImage(f"source is {image.width}x{image.height}, over {limit} pixels")
 
-    auto_rotate = config.auto_rotate if options.auto_rotate is None else options.auto_rotate
-    orientation = _orientation(image) if auto_rotate else 1
-    max_dim = options.max_result_dimension if options.max_result_dimension is not None \
-        else config.max_result_dimension
-    plan = Plan.for_source(Size(image.width, image.height), options, orientation=orientation,
-                           vector=vector, max_result_dimension=max_dim)
-    result = plan.result_size()
-    if result.width * result.height > max(limit, config.max_src_resolution):
-        raise InvalidImage(f"result would be {result.width}x{result.height} pixels")
-    image, plan = _shrink_on_load(data, source_format, image, plan, smart)
+    if animated:
+        image = load(data, source_format, random_access=True, n=pages)
+        height = image.get("page-height") if image.get_typeof("page-height") else image.height // pages
+        frame = Size(image.width, height)
+        plan = Plan.for_source(frame, options, max_result_dimension=max_dim)
+        _check_result(plan, limit)
+        frames = [_finish_frame(apply(to_srgb(image.crop(0, i * height, frame.width, height), strip_profile),
+                                      plan), options, config, fmt, plan.dpr)
+                  for i in range(pages)]
+        image = _animation(pyvips.Image.arrayjoin(frames, across=1), header, frames[0].height, pages)
+    else:
+        orientation = _orientation(header) if auto_rotate else 1
+        if options.trim is not None and not vector:
+            image = steps.trim(to_srgb(load(data, source_format, random_access=True), strip_profile),
+                               options.trim)
+            plan = Plan.for_source(Size(image.width, image.height), options, orientation=orientation,
+                                   max_result_dimension=max_dim)
+            _check_result(plan, limit)
+        else:
+            image = load(data, source_format, random_access=True) if smart else header
+            plan = Plan.for_source(Size(image.width, image.height), options, orientation=orientation,
+                                   vector=vector, max_result_dimension=max_dim)
+            _check_result(plan, limit)
+            image, plan = _shrink_on_load(data, source_format, image, plan, smart, deadline)
+            image = to_srgb(image, strip_profile)
+        image = apply(image, plan)
+        if fmt is ImageFormat.AVIF and (image.width < 16 or image.height < 16):
+            fmt = ImageFormat.PNG if image.hasalpha() else ImageFormat.JPEG
+        image = _finish_frame(fit_format(image, fmt), options, config, fmt, plan.dpr)
 
-    image = _to_srgb(image, config.strip_color_profile if options.strip_color_profile is None
-                     else options.strip_color_profile)
-    image = apply(image, plan)
-
-    alpha_expected = options.background is None and (
-        image.hasalpha() or options.padding is not None or options.extend.enabled)
-    fmt = choose_format(options.format, source=source_format, alpha=alpha_expected, animated=False,
-                        client=client, enforce=config.enforce, preferred=config.preferred,
-                        available=config.available)
-    if fmt is ImageFormat.AVIF and (image.width < 16 or image.height < 16):
-        fmt = ImageFormat.PNG if image.hasalpha() else ImageFormat.JPEG
-    image = _fit_format(image, fmt)
-    image = _flatten(image, options.background, fmt)
-    if image.format != "uchar":
-        image = image.cast("uchar")
     quality = (options.quality or dict(options.format_quality).get(fmt)
                or config.format_quality.get(fmt) or config.quality)
     strip = config.strip_metadata if options.strip_metadata is None else options.strip_metadata
     keep_copyright = config.keep_copyright if options.keep_copyright is None else options.keep_copyright
-    image, keep = _metadata(image, strip=strip, keep_copyright=keep_copyright)
-    out = encode(image, fmt, quality, config.encoder, keep=keep)
-    return Rendered(out, fmt, image.width, image.height)
+    image, keep = metadata(image, strip=strip, keep_copyright=keep_copyright)
+    if options.max_bytes:
+        image = _watch(image, deadline).copy_memory()  # encoded several times: compute the pixels once
+    out = encode_within(_watch(image, deadline), fmt, quality, config.encoder, keep=keep,
+                        max_bytes=options.max_bytes)
+    height = image.get("page-height") if animated else image.height
+    return Rendered(out, fmt, image.width, height)
 
 
-_COPYRIGHT = "exif-ifd0-Copyright"
-_ASCII_FIELD = re.compile(r"(.*) \(\1, ASCII, \d+ components, \d+ bytes\)", re.DOTALL)
-_METADATA_PREFIXES = ("exif-", "xmp-", "iptc-", "jpeg-thumbnail", "png-comment", "gif-comment", "comment")
-#: a metadata blob larger than this is dropped even when metadata is kept
-MAX_METADATA_BYTES = 64 * 1024
+def _pages(header: pyvips.Image, fmt: ImageFormat) -> int:
+    if fmt not in (ImageFormat.GIF, ImageFormat.WEBP) or not header.get_typeof("n-pages"):
+        return 1
+    pages = header.get("n-pages")
+    return pages if isinstance(pages, int) and pages > 0 else 1
 
 
-def _metadata(image: pyvips.Image, *, strip: bool, keep_copyright: bool) -> tuple[pyvips.Image, str]:
-    """Remove metadata as asked; return the image and the saver's ``keep`` flags.
+def _check_result(plan: Plan, limit: int) -> None:
+    """Refuse a result larger than the source limit (an enlarge or extend bomb) before any pixel work."""
+    result = plan.result_size()
+    if result.width * result.height > limit:
+        raise InvalidImage(f"result would be {result.width}x{result.height}, over {limit} pixels")
 
-    Stripped: nothing is written but the ICC profile (when one is kept) and, with ``keep_copyright``,
-    the EXIF copyright alone. Kept: everything except the orientation (already applied) and blobs
-    over MAX_METADATA_BYTES, so no source can make a response large through its metadata.
-    """
+
+def _finish_frame(image: pyvips.Image, options: Options, config: RenderConfig, fmt: ImageFormat,
+                  dpr: float) -> pyvips.Image:
+    """Flatten, watermark, and bring to 8 bits: the parts of finishing done per frame."""
+    image = flatten(image, options.background, fmt)
+    if options.watermark is not None and config.watermark is not None:
+        mark = pyvips.Image.new_from_buffer(config.watermark, "", access="sequential")
+        image = flatten(watermark(image, mark, options.watermark, opacity=config.watermark_opacity, dpr=dpr),
+                        options.background, fmt)
+    return image if image.format == "uchar" else image.cast("uchar")
+
+
+def _animation(image: pyvips.Image, source: pyvips.Image, frame_height: int, pages: int) -> pyvips.Image:
+    """Mark a vertical strip of frames as an animation with the source's delays and loop count."""
     image = image.copy()
-    fields = image.get_fields()
-    keep = ["icc"] if "icc-profile-data" in fields else []
-    if strip:
-        copyright_text = _ascii_field(image, _COPYRIGHT) if keep_copyright and _COPYRIGHT in fields else None
-        for name in fields:
-            if name.startswith(_METADATA_PREFIXES):
-                image.remove(name)
-        if copyright_text:
-            image.set_type(pyvips.GValue.gstr_type, _COPYRIGHT, copyright_text)
-            keep.append("exif")
-        return image, ",".join(keep) or "none"
-    for name in ("exif-data", "xmp-data", "iptc-data", "jpeg-thumbnail-data"):
-        if name in fields and len(image.get(name)) > MAX_METADATA_BYTES:
-            image.remove(name)
-    if image.get_typeof("orientation"):
-        image.set_type(pyvips.GValue.gint_type, "orientation", 1)
-    return image, ",".join([*keep, "exif", "xmp", "iptc"])
-
-
-def _ascii_field(image: pyvips.Image, name: str) -> str | None:
-    match = _ASCII_FIELD.fullmatch(str(image.get(name)))
-    return match.group(1) if match else None
+    image.set_type(pyvips.GValue.gint_type, "page-height", frame_height)
+    delays = source.get("delay") if source.get_typeof("delay") else None
+    if not isinstance(delays, list) or len(delays) < pages:
+        delays = [40] * pages  # imgproxy's default for frames without a delay
+    image.set_type(pyvips.GValue.array_int_type, "delay", [int(d) for d in delays[:pages]])
+    loop = source.get("loop") if source.get_typeof("loop") else 0
+    image.set_type(pyvips.GValue.gint_type, "loop", int(loop))
+    return image
 
 
 def _orientation(image: pyvips.Image) -> int:
@@ -185,55 +247,67 @@ def _orientation(image: pyvips.Image) -> int:
     return value if isinstance(value, int) and 1 <= value <= 8 else 1
 
 
-def _shrink_on_load(data: bytes, fmt: ImageFormat, image: pyvips.Image, plan: Plan,
-                    smart: bool) -> tuple[pyvips.Image, Plan]:
-    """Decode smaller when the result allows it: JPEG by 2/4/8, WebP and SVG by any factor."""
+def _shrink_on_load(data: bytes, fmt: ImageFormat, image: pyvips.Image, plan: Plan, smart: bool,
+                    deadline: float | None) -> tuple[pyvips.Image, Plan]:
+    """Decode smaller when the result allows it: JPEG by 2/4/8, WebP by any factor. SVG is always
+    rendered at the result's scale, in a child process that is killed at the deadline."""
     pre = plan.preshrink()
-    if fmt is ImageFormat.JPEG and pre >= 2:
+    if fmt is ImageFormat.SVG:
+        remaining = (deadline - time.monotonic()) if deadline is not None else SVG_TIMEOUT
+        if remaining <= 0:
+            raise RequestTimeout("no time left to render the SVG")
+        png = svg.rasterize(data, scale=1 / pre, timeout=min(remaining, SVG_TIMEOUT))
+        image = load(png, ImageFormat.PNG, random_access=smart)
+    elif fmt is ImageFormat.JPEG and pre >= 2:
         factor = 8 if pre >= 8 else 4 if pre >= 4 else 2
         image = load(data, fmt, random_access=smart, shrink=factor)
-    elif (fmt is ImageFormat.WEBP and pre > 1) or (fmt is ImageFormat.SVG and pre != 1):
+    elif fmt is ImageFormat.WEBP and pre > 1:
         image = load(data, fmt, random_access=smart, scale=1 / pre)
     else:
         return image, plan
     return image, plan.after_preshrink(Size(image.width, image.height))
 
 
-def _to_srgb(image: pyvips.Image, strip_profile: bool) -> pyvips.Image:
-    """Bring the image into sRGB (or grey) 8-bit, honouring an embedded ICC profile."""
-    cmyk = image.interpretation == "cmyk"
-    has_icc = image.get_typeof("icc-profile-data") != 0
-    if cmyk or (has_icc and strip_profile):
-        try:
-            image = image.icc_transform("srgb", embedded=True, input_profile="cmyk" if cmyk else "srgb")
-        except pyvips.Error:
-            image = image.colourspace("srgb")
-    elif image.interpretation not in ("srgb", "b-w"):
-        target = "b-w" if image.interpretation in ("grey16", "b-w") else "srgb"
-        image = image.colourspace(target)
-    if strip_profile and image.get_typeof("icc-profile-data") != 0:
-        image = image.copy()
-        image.remove("icc-profile-data")
-    return image
-
-
-def _fit_format(image: pyvips.Image, fmt: ImageFormat) -> pyvips.Image:
-    """Shrink to the largest size the encoder accepts."""
-    limit = _MAX_SIDE.get(fmt)
-    side = max(image.width, image.height)
-    if limit is None or side <= limit:
-        return image
-    return image.resize(limit / side)
-
-
-def _flatten(image: pyvips.Image, background: RGB | None, fmt: ImageFormat) -> pyvips.Image:
-    """Composite alpha onto the background when one is set or the format cannot carry alpha."""
-    if not image.hasalpha() or (background is None and fmt.supports_alpha):
-        return image
-    colour = list(background or _WHITE)
-    if image.bands <= 2:
-        colour = [round(sum(colour) / 3)]
-    return image.flatten(background=colour)
+def describe(data: bytes, config: RenderConfig) -> dict[str, Any]:
+    """What the info endpoint reports: format, displayed size, frames, orientation, alpha, bytes,
+    dominant colour, and BlurHash and ThumbHash placeholders computed from a small thumbnail."""
+    fmt = sniff(data)
+    if fmt is ImageFormat.SVG:
+        data = svg.sanitize(data)
+    header = load(data, fmt)
+    pages = _pages(header, fmt)
+    if fmt is not ImageFormat.SVG and header.width * header.height > config.max_src_resolution:
+        raise InvalidImage(f"source is {header.width}x{header.height}, over the resolution limit")
+    orientation = _orientation(header)
+    if fmt is ImageFormat.SVG:
+        image = load(svg.rasterize(data, scale=min(1.0, 256 / max(header.width, header.height)),
+                                   timeout=SVG_TIMEOUT), ImageFormat.PNG)
+    elif fmt is ImageFormat.JPEG:
+        factor = next((f for f in (8, 4, 2) if min(header.width, header.height) // f >= 128), 1)
+        image = load(data, fmt, random_access=True, shrink=factor) if factor > 1 else header
+    else:
+        image = header
+    image = to_srgb(image, True).autorot()
+    if image.bands < 3:
+        image = image.colourspace("srgb")
+    rgba = image if image.hasalpha() else image.bandjoin(255)
+    small = rgba.thumbnail_image(100, height=100).cast("uchar")
+    tiny = small.thumbnail_image(32, height=32)
+    width, height = (header.height, header.width) if orientation in (5, 6, 7, 8) else (header.width,
+                                                                                       header.height)
+    dominant = placeholders.dominant_colour(small.write_to_memory(), 4)
+    return {
+        "format": fmt.value,
+        "width": width,
+        "height": height,
+        "frames": pages,
+        "orientation": orientation,
+        "has_alpha": bool(header.hasalpha()),
+        "file_size": len(data),
+        "dominant_color": "#{:02x}{:02x}{:02x}".format(*dominant),
+        "blurhash": placeholders.blurhash(tiny[:3].write_to_memory(), tiny.width, tiny.height),
+        "thumbhash": placeholders.thumbhash(small.write_to_memory(), small.width, small.height),
+    }
 
 
 def _libvips_counters() -> Callable[[], tuple[int, int, int]]:
@@ -263,4 +337,3 @@ def health_check() -> bool:
         return False
 
 
-_ = UnknownImageType  # re-exported errors are raised by codec; keep the import for type checkers

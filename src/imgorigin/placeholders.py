@@ -71,6 +71,7 @@ def _row_projections(plane: Sequence[float], width: int, height: int,
 
 def blurhash(pixels: bytes, width: int, height: int, *, x_components: int = 4, y_components: int = 3) -> str:
     """The BlurHash of packed 8-bit sRGB RGB ``pixels`` (3 bytes a pixel, row-major)."""
+    pixels = bytes(pixels)  # also accepts other buffers (pyvips' write_to_memory())
     _check_buffer(pixels, width, height, 3)
     if not (1 <= x_components <= 9 and 1 <= y_components <= 9):
         raise ValueError("BlurHash components must be between 1 and 9")
@@ -111,6 +112,11 @@ def _js_round(value: float) -> int:
     return math.floor(value + 0.5)
 
 
+#: ThumbHash terms smaller than this are summation noise of a term that is zero (a flat channel, or a
+#: symmetric image); flushing them makes those hashes deterministic instead of amplified rounding noise
+_NOISE = 1e-9
+
+
 def _thumbhash_channel(plane: Sequence[float], width: int, height: int,
                        nx: int, ny: int) -> tuple[float, list[float], float]:
     """One ThumbHash channel: DC, AC terms normalised to 0..1, and the AC scale (largest magnitude)."""
@@ -126,6 +132,8 @@ def _thumbhash_channel(plane: Sequence[float], width: int, height: int,
                 basis = [math.cos(math.pi / width * cx * (x + 0.5)) for x in range(width)]
                 projections[cx] = _row_projections(plane, width, height, basis)
             f = sum(map(mul, projections[cx], cos_y[cy])) / (width * height)
+            if abs(f) < _NOISE:
+                f = 0.0
             if cx or cy:
                 ac.append(f)
                 scale = max(scale, abs(f))
@@ -139,6 +147,7 @@ def _thumbhash_channel(plane: Sequence[float], width: int, height: int,
 
 def thumbhash(pixels: bytes, width: int, height: int) -> str:
     """The ThumbHash of packed 8-bit RGBA ``pixels`` (at most 100×100), base64-encoded."""
+    pixels = bytes(pixels)
     _check_buffer(pixels, width, height, 4)
     if width > 100 or height > 100:
         raise ValueError(f"ThumbHash input must fit in 100x100, got {width}x{height}")
@@ -205,6 +214,7 @@ def dominant_colour(pixels: bytes, channels: int) -> tuple[int, int, int]:
     """
     if channels not in (1, 2, 3, 4):
         raise ValueError(f"channels must be 1, 2, 3 or 4, got {channels}")
+    pixels = bytes(pixels)
     if len(pixels) % channels:
         raise ValueError(f"{len(pixels)} bytes is not a whole number of {channels}-byte pixels")
     if channels <= 2:

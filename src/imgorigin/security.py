@@ -103,10 +103,46 @@ def _category(address: IPAddress) -> str:
     return "global" if address.is_global and not address.is_multicast else "reserved"
 
 
-def _compile_prefix(pattern: str) -> re.Pattern[str]:
-    # "*" stays within one host or path segment: it never crosses "/", "?", "#" or "@"
-    return re.compile("".join("[^/?#@]*" if part == "*" else re.escape(part)
+def _glob(pattern: str, *, within: str) -> re.Pattern[str]:
+    """A regex for ``pattern`` where ``*`` matches any run of characters not in ``within``."""
+    return re.compile("".join(f"[^{re.escape(within)}]*" if part == "*" else re.escape(part)
                               for part in re.split(r"(\*)", pattern)))
+
+
+@dataclass(frozen=True)
+class _SourcePattern:
+    """One ALLOWED_SOURCES entry, matched on the parsed URL: scheme, then host[:port] as a whole, then a
+    path prefix. So ``http://example.com`` never lets ``http://example.com@evil.com`` or
+    ``http://example.com.evil.com`` through, with or without a trailing slash."""
+
+    scheme: str
+    authority: re.Pattern[str]
+    path: re.Pattern[str] | None
+
+    @classmethod
+    def parse(cls, pattern: str) -> _SourcePattern:
+        scheme, sep, rest = pattern.partition("://")
+        if not sep:
+            raise ValueError(f"{pattern!r}: expected scheme://host/path")
+        authority, slash, path = rest.partition("/")
+        return cls(scheme.lower(), _glob(authority.lower(), within="/?#@"),
+                   _glob("/" + path, within="/?#") if slash else None)
+
+    def matches(self, url: str) -> bool:
+        parts = urlsplit(url)
+        try:
+            port = parts.port
+        except ValueError:
+            return False
+        if parts.scheme.lower() != self.scheme or parts.username is not None or parts.password is not None:
+            return False
+        host = (parts.hostname or "") + (f":{port}" if port is not None else "")
+        if parts.hostname and ":" in parts.hostname:
+            host = f"[{parts.hostname}]" + (f":{port}" if port is not None else "")
+        if not self.authority.fullmatch(host):
+            return False
+        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        return self.path is None or self.path.match(target) is not None
 
 
 @dataclass(frozen=True)
@@ -118,14 +154,14 @@ class SourcePolicy:
     allow_link_local: bool = False
     allow_private: bool = False
     allowed_networks: tuple[AllowedNetwork, ...] = ()
-    _patterns: tuple[re.Pattern[str], ...] = field(init=False, repr=False, compare=False)
+    _patterns: tuple[_SourcePattern, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "_patterns", tuple(_compile_prefix(p) for p in self.allowed_sources))
+        object.__setattr__(self, "_patterns", tuple(_SourcePattern.parse(p) for p in self.allowed_sources))
 
     def check_url(self, url: str) -> None:
         """Raise InvalidSourceURL unless ``url`` matches ALLOWED_SOURCES (when set)."""
-        if self._patterns and not any(p.match(url) for p in self._patterns):
+        if self._patterns and not any(p.matches(url) for p in self._patterns):
             raise InvalidSourceURL(f"source {url!r} is not in ALLOWED_SOURCES")
 
     def address_allowed(self, address: IPAddress, port: int) -> bool:

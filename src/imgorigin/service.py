@@ -3,23 +3,34 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
+import functools
 import hashlib
 import logging
 import time
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, replace
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
 import anyio
 
 from .cache import ByteStore, Cache, DiskCache, NullCache, Rendered, SourceCache, StoreCache, cache_key
-from .codec import ClientFeatures, client_features, setup
+from .codec import ClientFeatures, client_features, setup, sniff
 from .config import ConfigError, Settings
-from .errors import InvalidImage, InvalidURL, SignatureLooksLikeOption, SourceError, TooManyRequests
+from .errors import (
+    BadSignature,
+    InvalidImage,
+    InvalidURL,
+    SignatureLooksLikeOption,
+    SourceError,
+    TooManyRequests,
+)
+from .formats import ImageFormat
 from .metrics import Metrics
-from .options import Options, ParsePolicy, normalize_path, parse_path, to_path
-from .pipeline import RenderConfig, render
+from .options import Options, ParsePolicy, ResizeType, normalize_path, parse_path, to_path
+from .pipeline import RenderConfig, describe, render
 from .security import SourcePolicy, parse_allowed_networks
 from .signing import Verifier
 from .sources import Fetched, Source, build_sources, s3_config, scheme_of
@@ -28,14 +39,24 @@ __all__ = ["ImageRequest", "Origin", "Reply"]
 
 log = logging.getLogger("imgorigin")
 
+#: signature segments that ask for the unsigned constrained mode
+UNSIGNED_SIGNATURES = frozenset({"unsafe", "insecure"})
+#: the client-hint headers responses vary on when client hints are enabled
+HINT_HEADERS = ("Sec-CH-DPR", "DPR", "Sec-CH-Width", "Width")
+
 
 @dataclass(frozen=True, slots=True)
 class ImageRequest:
-    """What the HTTP layer hands over: the signature segment, the raw path after it, the Accept header."""
+    """What the HTTP layer hands over: the signature segment, the raw path after it, request headers."""
 
     signature: str
     path: str
     accept: str = ""
+    #: ``time.monotonic()`` by which the answer is due; work still running then is stopped
+    deadline: float | None = None
+    #: client hints (when enabled): device pixel ratio and width in physical pixels
+    dpr_hint: float | None = None
+    width_hint: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,14 +66,33 @@ class Reply:
     rendered: Rendered
     options: Options
     source_url: str
-    vary_accept: bool
+    #: request headers the response depends on (for ``Vary``)
+    vary: tuple[str, ...]
     #: "hit" (this replica's disk), "shared" (the shared tier), "miss" (rendered), "coalesced"
-    #: (rendered once for several concurrent requests; this one waited)
+    #: (rendered once for several concurrent requests; this one waited), "bypass" (raw, fallback)
     cache_status: str
+    #: the status the request would have had when the fallback image was served instead
+    fallback_status: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Job:
+    key: str
+    options: Options
+    source_url: str
+    client: ClientFeatures
+    deadline: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class _Outcome:
+    rendered: Rendered
+    status: str
+    fallback_status: int | None = None
 
 
 class Origin:
-    """Owns the sources, the cache and the worker limit; answers image requests."""
+    """Owns the sources, the caches and the worker limit; answers image and info requests."""
 
     def __init__(self, settings: Settings, *, sources: dict[str, Source] | None = None,
                  cache: Cache | None = None, metrics: Metrics | None = None) -> None:
@@ -64,54 +104,83 @@ class Origin:
             networks = parse_allowed_networks(settings.allowed_source_networks)
         except ValueError as exc:
             raise ConfigError(f"IMGORIGIN_ALLOWED_SOURCE_NETWORKS: {exc}") from None
-        self.policy = SourcePolicy(
-            allowed_sources=settings.allowed_sources,
-            allow_loopback=settings.allow_loopback_source_addresses,
-            allow_link_local=settings.allow_link_local_source_addresses,
-            allow_private=settings.allow_private_source_addresses,
-            allowed_networks=networks)
+        try:
+            self.policy = SourcePolicy(
+                allowed_sources=settings.allowed_sources,
+                allow_loopback=settings.allow_loopback_source_addresses,
+                allow_link_local=settings.allow_link_local_source_addresses,
+                allow_private=settings.allow_private_source_addresses,
+                allowed_networks=networks)
+        except ValueError as exc:
+            raise ConfigError(f"IMGORIGIN_ALLOWED_SOURCES: {exc}") from None
         self.parse_policy = ParsePolicy(presets=dict(settings.presets), only_presets=settings.only_presets,
                                         base_url=settings.base_url,
                                         allow_security_options=settings.allow_security_options)
         _check_presets(self.parse_policy)
+        self.unsigned = _Unsigned.from_settings(settings)
         self.verifier = Verifier(settings.key, settings.salt, size=settings.signature_size,
                                  trusted=settings.trusted_signatures)
         self._given_sources = sources
         self._given_cache = cache
         self.sources: dict[str, Source] = {}
         self.cache: Cache = NullCache()
-        self.render_config: RenderConfig | None = None
         self.shared: Cache | None = None
         self.source_cache: SourceCache[Fetched] | None = None
         if settings.source_cache_size:
             self.source_cache = SourceCache(settings.source_cache_size, lambda f: len(f.data))
+        self.render_config: RenderConfig | None = None
+        self.fallback: bytes | None = None
         self._limiter = anyio.CapacityLimiter(settings.workers)
         self._waiting = 0
-        self._inflight: dict[str, asyncio.Task[tuple[Rendered, str]]] = {}
+        self._inflight: dict[str, asyncio.Task[_Outcome]] = {}
         self._stack = AsyncExitStack()
-        #: counters the tests and metrics read: renders done, source fetches made
-        self.renders = 0
-        self.fetches = 0
 
     async def __aenter__(self) -> Self:
         available = setup(concurrency=1)
-        self.render_config = RenderConfig.from_settings(self.settings, available)
         self.sources = self._given_sources if self._given_sources is not None else build_sources(
             self.settings, self.policy)
         for source in {id(s): s for s in self.sources.values()}.values():
             self._stack.push_async_callback(source.aclose)
+        s = self.settings
+        watermark = await self._load_image("WATERMARK", s.watermark_data, s.watermark_path, s.watermark_url)
+        self.fallback = await self._load_image("FALLBACK_IMAGE", s.fallback_image_data, s.fallback_image_path,
+                                               s.fallback_image_url)
+        self.render_config = RenderConfig.from_settings(s, available, watermark)
         if self._given_cache is not None:
             self.cache = self._given_cache
-        elif self.settings.cache_dir:
+        elif s.cache_dir:
             try:
-                self.cache = DiskCache(self.settings.cache_dir, self.settings.cache_size)
+                self.cache = DiskCache(s.cache_dir, s.cache_size)
             except Exception as exc:  # an unusable cache directory must not stop the server
-                log.error("disk cache %s unusable, serving without it: %s", self.settings.cache_dir, exc)
+                log.error("disk cache %s unusable, serving without it: %s", s.cache_dir, exc)
         self._stack.push_async_callback(self.cache.aclose)
-        if self.settings.result_storage:
-            self.shared = StoreCache(self._result_store(self.settings.result_storage))
+        if s.result_storage:
+            self.shared = StoreCache(self._result_store(s.result_storage))
             self._stack.push_async_callback(self.shared.aclose)
         return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        await self._stack.aclose()
+
+    async def _load_image(self, name: str, data: str, path: str, url: str) -> bytes | None:
+        """The watermark or fallback image from base64 data, a file or a URL; ConfigError if unusable."""
+        try:
+            if data:
+                blob = base64.b64decode(data, validate=True)
+            elif path:
+                blob = await anyio.Path(path).read_bytes()
+            elif url:
+                scheme = scheme_of(url)
+                if scheme not in self.sources:
+                    raise ValueError(f"no source handles {scheme!r} URLs")
+                blob = (await self.sources[scheme].fetch(url, max_bytes=self.settings.max_src_file_size)).data
+            else:
+                return None
+            sniff(blob)
+        except (OSError, ValueError, binascii.Error, SourceError, InvalidImage) as exc:
+            raise ConfigError(f"IMGORIGIN_{name}_*: cannot use the image: {exc}") from None
+        return blob
 
     def _result_store(self, url: str) -> ByteStore:
         if url.startswith("s3://"):
@@ -122,86 +191,125 @@ class Origin:
 
         return LocalStore(url[len("local://"):])
 
-    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                        tb: TracebackType | None) -> None:
-        await self._stack.aclose()
-
     @property
-    def vary_accept(self) -> bool:
-        """Whether image responses depend on the Accept header."""
+    def vary(self) -> tuple[str, ...]:
+        """Request headers every image response depends on."""
         s = self.settings
-        return s.auto_webp or s.auto_avif or s.enforce_webp or s.enforce_avif
+        accept = ("Accept",) if s.auto_webp or s.auto_avif or s.enforce_webp or s.enforce_avif else ()
+        return accept + (HINT_HEADERS if s.enable_client_hints else ())
+
+    # --- parsing ---------------------------------------------------------------------------------
 
     def parse(self, request: ImageRequest) -> tuple[Options, str]:
         """Verify the signature and parse the path; raises before anything is fetched or read."""
         path = normalize_path(request.path)
+        unsigned = (self.verifier.enabled and self.unsigned.enabled
+                    and request.signature in UNSIGNED_SIGNATURES)
         if not self.verifier.enabled and ":" in request.signature:
             raise SignatureLooksLikeOption(f"signature segment {request.signature!r} holds an option")
-        self.verifier.verify(request.signature, path)
-        options, source_url = parse_path(path, self.parse_policy)
+        if not unsigned:
+            self.verifier.verify(request.signature, path)
+        options, source_url = parse_path(path, self.parse_policy, base=self._hinted(request))
+        if unsigned:
+            self.unsigned.check(options)
+            if not self.settings.allowed_sources:
+                raise BadSignature("unsigned URLs need IMGORIGIN_ALLOWED_SOURCES")
+            self.policy.check_url(source_url)
         if options.expires > 0 and options.expires < time.time():
             raise InvalidURL(f"expired URL (expires={options.expires})")
         return options, source_url
 
-    async def image(self, request: ImageRequest) -> Reply:
-        """Answer one image request from the cache or by fetching and rendering."""
+    def _hinted(self, request: ImageRequest) -> Options | None:
+        """Defaults from client hints (imgproxy: width in CSS pixels = hint width / dpr)."""
+        if not self.settings.enable_client_hints or (request.dpr_hint is None and request.width_hint is None):
+            return None
+        dpr = request.dpr_hint or 1.0
+        width = round(request.width_hint / dpr) if request.width_hint else 0
+        return Options(dpr=dpr, width=width)
+
+    def _checked(self, request: ImageRequest) -> tuple[Options, str]:
         options, source_url = self.parse(request)
         scheme = scheme_of(source_url)
         if scheme not in self.sources:
             raise SourceError(f"no source handles {scheme!r} URLs")
         self.policy.check_url(source_url)
+        return options, source_url
+
+    # --- images ----------------------------------------------------------------------------------
+
+    async def image(self, request: ImageRequest) -> Reply:
+        """Answer one image request from a cache, or by fetching and rendering once for all callers."""
+        options, source_url = self._checked(request)
+        if options.raw:
+            return await self._raw(options, source_url)
         client = self._client(request.accept)
-        variant = f"webp={int(client.webp)},avif={int(client.avif)}" if self.vary_accept else ""
-        key = cache_key(to_path(options, source_url), variant)
+        variant = [f"webp={int(client.webp)},avif={int(client.avif)}"] if "Accept" in self.vary else []
+        if self.settings.enable_client_hints:
+            variant.append(f"dpr={request.dpr_hint},width={request.width_hint}")
+        key = cache_key(to_path(options, source_url), ";".join(variant))
         rendered = await self.cache.get(key)
         if rendered is not None:
             self.metrics.cache_hits.labels(tier="disk").inc()
-            return Reply(rendered, options, source_url, self.vary_accept, "hit")
-        rendered, status = await self._coalesced(key, options, source_url, client)
-        return Reply(rendered, options, source_url, self.vary_accept, status)
+            return Reply(rendered, options, source_url, self.vary, "hit")
+        outcome = await self._coalesced(_Job(key, options, source_url, client, request.deadline))
+        return Reply(outcome.rendered, options, source_url, self.vary, outcome.status,
+                     outcome.fallback_status)
 
     def _client(self, accept: str) -> ClientFeatures:
         s = self.settings
         return client_features(accept, webp=s.auto_webp or s.enforce_webp,
                                avif=s.auto_avif or s.enforce_avif)
 
-    async def _coalesced(self, key: str, options: Options, source_url: str,
-                         client: ClientFeatures) -> tuple[Rendered, str]:
+    async def _coalesced(self, job: _Job) -> _Outcome:
         """Produce once for all concurrent requests with one key (the work outlives a cancelled caller)."""
-        task = self._inflight.get(key)
+        task = self._inflight.get(job.key)
         led = task is None
         if task is None:
-            task = asyncio.create_task(self._produce(key, options, source_url, client))
-            self._inflight[key] = task
-            task.add_done_callback(lambda t: self._inflight.pop(key, None) if self._inflight.get(key) is t
-                                   else None)
-        if not led:
+            task = asyncio.create_task(self._produce(job))
+            self._inflight[job.key] = task
+            task.add_done_callback(lambda t: self._inflight.pop(job.key, None)
+                                   if self._inflight.get(job.key) is t else None)
+        else:
             self.metrics.coalesced.inc()
-        rendered, status = await asyncio.shield(task)
-        return rendered, status if led else "coalesced"
+        outcome = await asyncio.shield(task)
+        return outcome if led or outcome.fallback_status is not None else replace(outcome, status="coalesced")
 
-    async def _produce(self, key: str, options: Options, source_url: str,
-                       client: ClientFeatures) -> tuple[Rendered, str]:
-        """The shared tier's copy (also stored on this replica's disk), or a fresh render stored in both."""
+    async def _produce(self, job: _Job) -> _Outcome:
+        """The shared tier's copy (also stored on this replica's disk), or a fresh render stored in both.
+        A fallback image stands in for a source that cannot be fetched, and is never stored."""
         if self.shared is not None:
-            rendered = await self.shared.get(key)
+            rendered = await self.shared.get(job.key)
             if rendered is not None:
                 self.metrics.cache_hits.labels(tier="shared").inc()
-                await self.cache.set(key, rendered)
-                return rendered, "shared"
+                await self.cache.set(job.key, rendered)
+                return _Outcome(rendered, "shared")
         self.metrics.cache_misses.inc()
-        rendered = await self._render(key, options, source_url, client)
-        await self.cache.set(key, rendered)
+        try:
+            fetched = await self._fetch(job.source_url, self._max_bytes(job.options))
+        except SourceError as exc:
+            if self.fallback is None:
+                raise
+            log.info("serving the fallback image for %s: %s", job.source_url, exc)
+            rendered = await self._render(job, Fetched(self.fallback))
+            return _Outcome(rendered, "bypass", fallback_status=exc.status_code)
+        rendered = await self._render(job, fetched)
+        await self.cache.set(job.key, rendered)
         if self.shared is not None:
-            await self.shared.set(key, rendered)
-        return rendered, "miss"
+            await self.shared.set(job.key, rendered)
+        return _Outcome(rendered, "miss")
+
+    def _max_bytes(self, options: Options) -> int:
+        return options.max_src_file_size if options.max_src_file_size is not None \
+            else self.settings.max_src_file_size
 
     async def _fetch(self, source_url: str, max_bytes: int) -> Fetched:
         source = self.sources[scheme_of(source_url)]
 
         async def fetch() -> Fetched:
+            started = time.monotonic()
             fetched = await source.fetch(source_url, max_bytes=max_bytes)
-            self.fetches += 1
+            self.metrics.span_duration.labels(span="downloading_source_image").observe(
+                time.monotonic() - started)
             self.metrics.source_fetches.inc()
             self.metrics.source_bytes.inc(len(fetched.data))
             return fetched
@@ -213,9 +321,8 @@ class Origin:
             raise InvalidImage(f"source is {len(fetched.data)} bytes, over the {max_bytes} byte limit")
         return fetched
 
-    async def _render(self, key: str, options: Options, source_url: str, client: ClientFeatures) -> Rendered:
-        """Wait for a worker (or refuse when the queue is full), then fetch and render."""
-        assert self.render_config is not None
+    async def _worker(self) -> None:
+        """Take a worker slot, waiting in the queue; refuse at once when the queue is full."""
         started = time.monotonic()
         if self._limiter.available_tokens > 0:
             self._limiter.acquire_nowait()  # synchronous: nobody can slip in between check and take
@@ -228,26 +335,85 @@ class Origin:
                 await self._limiter.acquire()
             finally:
                 self._waiting -= 1
-        spans = self.metrics.span_duration
-        spans.labels(span="queue").observe(time.monotonic() - started)
+        self.metrics.span_duration.labels(span="queue").observe(time.monotonic() - started)
+
+    async def _render(self, job: _Job, fetched: Fetched) -> Rendered:
+        """Render ``fetched`` in a worker thread under the worker limit."""
+        assert self.render_config is not None
+        await self._worker()
         self.metrics.image_started()
         try:
-            max_bytes = options.max_src_file_size if options.max_src_file_size is not None \
-                else self.settings.max_src_file_size
-            with spans.labels(span="downloading_source_image").time():
-                fetched = await self._fetch(source_url, max_bytes)
-            with spans.labels(span="processing_image").time():
-                rendered = await anyio.to_thread.run_sync(render, fetched.data, options, self.render_config,
-                                                          client)
+            with self.metrics.span_duration.labels(span="processing_image").time():
+                rendered = await anyio.to_thread.run_sync(functools.partial(
+                    render, fetched.data, job.options, self.render_config, job.client, deadline=job.deadline))
         finally:
             self._limiter.release()
             self.metrics.image_finished()
-        self.renders += 1
         self.metrics.renders.inc()
         version = fetched.etag or fetched.last_modified or hashlib.sha256(fetched.data).hexdigest()
-        etag = '"' + hashlib.sha256(f"{key}\n{version}".encode()).hexdigest()[:40] + '"'
+        etag = '"' + hashlib.sha256(f"{job.key}\n{version}".encode()).hexdigest()[:40] + '"'
         return Rendered(rendered.data, rendered.format, rendered.width, rendered.height, etag,
                         fetched.last_modified)
+
+    async def _raw(self, options: Options, source_url: str) -> Reply:
+        """``raw:1``: the source's bytes as they are (an image type we recognise), never cached."""
+        fetched = await self._fetch(source_url, self._max_bytes(options))
+        fmt = sniff(fetched.data)
+        etag = fetched.etag or '"' + hashlib.sha256(fetched.data).hexdigest()[:40] + '"'
+        rendered = Rendered(fetched.data, fmt, 0, 0, etag, fetched.last_modified)
+        return Reply(rendered, options, source_url, (), "bypass")
+
+    # --- info --------------------------------------------------------------------------------------
+
+    async def info(self, request: ImageRequest) -> dict[str, Any]:
+        """Facts about the source and a placeholder for pages to paint before the image loads."""
+        options, source_url = self._checked(request)
+        fetched = await self._fetch(source_url, self._max_bytes(options))
+        assert self.render_config is not None
+        await self._worker()
+        try:
+            return await anyio.to_thread.run_sync(describe, fetched.data, self.render_config)
+        finally:
+            self._limiter.release()
+
+
+@dataclass(frozen=True, slots=True)
+class _Unsigned:
+    """The unsigned constrained mode: with signing on, ``unsafe``/``insecure`` URLs are served only
+    for the widths, qualities and formats listed, and only from ALLOWED_SOURCES."""
+
+    widths: frozenset[int]
+    qualities: frozenset[int]
+    formats: frozenset[ImageFormat]
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.widths)
+
+    @classmethod
+    def from_settings(cls, s: Settings) -> _Unsigned:
+        try:
+            widths = frozenset(int(w) for w in s.unsigned_widths)
+            qualities = frozenset(int(q) for q in s.unsigned_qualities)
+            formats = frozenset(ImageFormat.from_name(f) for f in s.unsigned_formats)
+        except ValueError as exc:
+            raise ConfigError(f"IMGORIGIN_UNSIGNED_*: {exc}") from None
+        if any(w <= 0 for w in widths) or any(not 0 < q <= 100 for q in qualities):
+            raise ConfigError("IMGORIGIN_UNSIGNED_WIDTHS/_QUALITIES: expected positive widths and "
+                              "qualities from 1 to 100")
+        return cls(widths, qualities, formats)
+
+    def check(self, options: Options) -> None:
+        """BadSignature unless ``options`` is a plain resize within the allowed values."""
+        if options.width not in self.widths:
+            raise BadSignature(f"unsigned URL: width {options.width} is not allowed")
+        if options.quality and options.quality not in self.qualities:
+            raise BadSignature(f"unsigned URL: quality {options.quality} is not allowed")
+        if options.format is not None and options.format not in self.formats:
+            raise BadSignature(f"unsigned URL: format {options.format.value} is not allowed")
+        rest = replace(options, width=0, quality=0, format=None, resizing_type=ResizeType.FIT)
+        if rest != Options():
+            raise BadSignature("unsigned URL: only width, quality and format may be given")
 
 
 def _check_presets(policy: ParsePolicy) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import pyvips
 
 from .geometry import Plan, Size, position
-from .options import Gravity, GravityType
+from .options import Gravity, GravityType, Trim
 
 __all__ = [
     "blur",
@@ -18,9 +18,11 @@ __all__ = [
     "extend",
     "extend_aspect_ratio",
     "padding",
+    "pixelate",
     "resize",
     "rotate_flip",
     "sharpen",
+    "trim",
 ]
 
 
@@ -98,6 +100,36 @@ def sharpen(image: pyvips.Image, plan: Plan) -> pyvips.Image:
     if plan.options.sharpen <= 0:
         return image
     return image.sharpen(sigma=plan.options.sharpen)
+
+
+def pixelate(image: pyvips.Image, plan: Plan) -> pyvips.Image:
+    """Blocks of ``options.pixelate`` pixels (values of 1 or less: off)."""
+    size = plan.options.pixelate
+    if size <= 1:
+        return image
+    size = min(size, image.width, image.height)
+    blocks = image.shrink(size, size)
+    return blocks.zoom(size, size).embed(0, 0, image.width, image.height, extend="copy")
+
+
+def trim(image: pyvips.Image, settings: Trim) -> pyvips.Image:
+    """Cut away a uniform border (before planning: the trimmed image is the new source)."""
+    if settings.colour == (255, 0, 255) and image.hasalpha():
+        probe, background = image[image.bands - 1], [0.0]
+    else:
+        probe = image[:3] if image.bands >= 3 else image[:1]
+        corner = probe.getpoint(0, 0)
+        background = [float(c) for c in (settings.colour or corner)][:probe.bands]
+    left, top, width, height = probe.find_trim(threshold=settings.threshold, background=background)
+    if width == 0 or height == 0:
+        return image
+    if settings.equal_horizontal:
+        margin = min(left, image.width - left - width)
+        left, width = margin, image.width - 2 * margin
+    if settings.equal_vertical:
+        margin = min(top, image.height - top - height)
+        top, height = margin, image.height - 2 * margin
+    return image.crop(left, top, width, height)
 
 
 def embed(image: pyvips.Image, canvas: Size, left: int, top: int) -> pyvips.Image:

@@ -19,6 +19,8 @@ export const OPTION_NAMES = Object.freeze({
   filename: ["fn"], return_attachment: ["att"], preset: ["pr"],
   max_src_resolution: ["msr"], max_src_file_size: ["msfs"], max_animation_frames: ["maf"],
   max_animation_frame_resolution: ["mafr"], max_result_dimension: ["mrd"],
+  trim: ["t"], pixelate: ["pix"], watermark: ["wm"], max_bytes: ["mb"],
+  skip_processing: ["skp"], raw: [],
 });
 
 /** Every spelling (with `_` for `-`) -> the short name written in URLs. */

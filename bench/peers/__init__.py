@@ -1,0 +1,1 @@
+"""Peer systems the harness starts: thumbor (own virtualenv) and nginx (Debian package)."""
