@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 NODE_CLIENTS := tests/clients/node
 
-.PHONY: run test lint typecheck unit install clean
+.PHONY: run test lint typecheck unit install clean bench docs
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,12 @@ unit: install $(NODE_CLIENTS)/node_modules/.installed
 	$(PY) -m pytest
 
 test: lint typecheck unit
+
+bench: install
+	$(PY) bench/run.py
+
+docs: install
+	$(VENV)/bin/imgorigin settings > docs/configuration.md
 
 clean:
 	rm -rf $(VENV) .cache .pytest_cache .mypy_cache .ruff_cache $(NODE_CLIENTS)/node_modules

@@ -251,7 +251,7 @@ class Harness:
                 with urllib.request.urlopen(url, timeout=120) as r:
                     if r.status != 200:
                         raise RuntimeError(f"{system} {workload.name}: HTTP {r.status}")
-                    data, headers = r.read(), dict(r.headers)
+                    data, headers = r.read(), {"X-Cache": r.headers.get("X-Cache", "")}
                 if workload.kind == "cache":
                     time.sleep(0.5)  # result storage writes may complete after the response
         image = pyvips.Image.new_from_buffer(data, "")
@@ -362,12 +362,14 @@ def run_wrk(url: str, duration: float, connections: int, threads: int,
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
     with (WORK / "logs" / "wrk.log").open("a") as f:
         f.write(" ".join(cmd) + "\n" + out + "\n")
-    pct = {m.group(1): _ms(m.group(2)) for m in re.finditer(r"^\s+(\d+)%\s+(\S+)$", out, re.M)}
+    pct = {m.group(1): _ms(m.group(2)) for m in re.finditer(r"^\s+(\d+)%\s+(\S+)\s*$", out, re.M)}
     requests = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
     seconds = _ms(re.search(r"requests in ([0-9.]+\w+),", out).group(1)) / 1000  # type: ignore[union-attr]
     bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
     errors = (int(bad.group(1)) if bad else 0) + (sum(int(g) for g in sock.groups()) if sock else 0)
+    if not requests:  # wrk prints 0.00us percentiles when nothing completed in the window
+        pct = {}
     return {"requests": requests, "errors": errors, "rps": requests / seconds if seconds else 0.0,
             "p50_ms": pct.get("50"), "p99_ms": pct.get("99"), "seconds": seconds}
 

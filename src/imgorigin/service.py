@@ -306,10 +306,8 @@ class Origin:
         source = self.sources[scheme_of(source_url)]
 
         async def fetch() -> Fetched:
-            started = time.monotonic()
-            fetched = await source.fetch(source_url, max_bytes=max_bytes)
-            self.metrics.span_duration.labels(span="downloading_source_image").observe(
-                time.monotonic() - started)
+            with self.metrics.span_duration.labels(span="downloading_source_image").time():
+                fetched = await source.fetch(source_url, max_bytes=max_bytes)
             self.metrics.source_fetches.inc()
             self.metrics.source_bytes.inc(len(fetched.data))
             return fetched
