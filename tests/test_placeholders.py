@@ -10,8 +10,6 @@ ever differs, the two strings must decode (with the oracle's decoder) to picture
 from __future__ import annotations
 
 import base64
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import blurhash as bh_oracle
@@ -32,7 +30,7 @@ def _vips_pixels(image: pyvips.Image) -> bytes:
 
 def photo(width: int, height: int | None = None, *, alpha: bool = False) -> tuple[bytes, int, int]:
     """The Grace Hopper photo thumbnailed to ``width`` (× ``height``, forced), as RGB or RGBA bytes."""
-    src = pyvips.Image.new_from_file(str(IMAGES / "grace-hopper-512x600.jpg"))
+    src = pyvips.Image.new_from_buffer((IMAGES / "grace-hopper-512x600.jpg").read_bytes(), "")
     image = (src.thumbnail_image(width, height=height, size="force") if height
              else src.thumbnail_image(width, height=width))
     if alpha:
@@ -116,7 +114,8 @@ def test_blurhash_dc_is_linear_light_mean() -> None:
 
 
 def _rgba_images() -> dict[str, tuple[bytes, int, int]]:
-    gulp = pyvips.Image.new_from_file(str(IMAGES / "gulp-alpha-400x250.png")).thumbnail_image(100)
+    gulp = pyvips.Image.new_from_buffer((IMAGES / "gulp-alpha-400x250.png").read_bytes(), "")
+    gulp = gulp.thumbnail_image(100)
     assert gulp.bands == 4
     transparent_dot = bytearray(solid((0, 0, 0, 0), 10, 10))
     transparent_dot[4 * 55:4 * 56] = bytes((250, 20, 30, 255))
@@ -213,22 +212,6 @@ def test_thumbhash_layout() -> None:
     assert header16 & 7 == 6  # luminance terms across: round(7 × 85 / 100)
     # 5 header bytes, then 4-bit AC terms: L (6×7 triangle: 26 AC) + P, Q (5 each) = 36 → 18 bytes
     assert len(raw) == 5 + 18
-
-
-@pytest.mark.parametrize(("func", "args"), [
-    (blurhash, (b"\x00" * 64 * 64 * 3, 64, 64)),
-    (thumbhash, (b"\x00" * 100 * 100 * 4, 100, 100)),
-])
-def test_fast_enough(func: Callable[..., str], args: tuple[bytes, int, int]) -> None:
-    pixels, width, height = photo(args[1], args[2], alpha=func is thumbhash)
-    best = min(_timed(func, pixels, width, height) for _ in range(3))
-    assert best < 0.05
-
-
-def _timed(func: Callable[..., str], *args: object) -> float:
-    start = time.perf_counter()
-    func(*args)
-    return time.perf_counter() - start
 
 
 def test_bad_inputs() -> None:

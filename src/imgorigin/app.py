@@ -42,7 +42,7 @@ access_log = logging.getLogger("imgorigin.access")
 
 #: RFC 9211 Cache-Status for each outcome
 _CACHE_STATUS = {
-    "hit": "imgorigin; hit; detail=disk",
+    "hit": "imgorigin; hit; detail=local",  # this replica: memory or disk
     "shared": "imgorigin; hit; detail=shared",
     "miss": "imgorigin; fwd=miss; stored",
     "coalesced": "imgorigin; fwd=miss; collapsed",

@@ -22,8 +22,8 @@ import anyio
 
 from .formats import ImageFormat
 
-__all__ = ["ByteStore", "Cache", "DiskCache", "NullCache", "Rendered", "SourceCache", "StoreCache",
-           "cache_key"]
+__all__ = ["ByteStore", "Cache", "DiskCache", "MemoryCache", "NullCache", "Rendered", "SourceCache",
+           "StoreCache", "cache_key"]
 
 log = logging.getLogger("imgorigin.cache")
 
@@ -104,6 +104,41 @@ class NullCache:
 
     async def aclose(self) -> None:
         """Nothing to release."""
+
+
+class MemoryCache:
+    """The hottest results in this process (LRU, bounded in bytes): a hit costs no thread hop or I/O."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self._max = max_bytes
+        self._items: OrderedDict[str, Rendered] = OrderedDict()
+        self._size = 0
+
+    async def get(self, key: str) -> Rendered | None:
+        """The stored result, or None."""
+        value = self._items.get(key)
+        if value is not None:
+            self._items.move_to_end(key)
+        return value
+
+    async def set(self, key: str, value: Rendered) -> None:
+        """Keep ``value``, evicting the least recently used results beyond the size limit."""
+        size = len(value.data)
+        if size > self._max // 8:
+            return  # one large result must not flush the whole tier
+        old = self._items.pop(key, None)
+        if old is not None:
+            self._size -= len(old.data)
+        self._items[key] = value
+        self._size += size
+        while self._size > self._max:
+            _, dropped = self._items.popitem(last=False)
+            self._size -= len(dropped.data)
+
+    async def aclose(self) -> None:
+        """Drop everything."""
+        self._items.clear()
+        self._size = 0
 
 
 class DiskCache:

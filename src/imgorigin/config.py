@@ -371,6 +371,9 @@ class Settings:
                                "Disk cache size limit in bytes (default 1 GiB).", imgproxy=False,
                                section="cache")
 
+    memory_cache_size: int = _setting(64 * 1024 * 1024, "MEMORY_CACHE_SIZE", _int_in(0), "Bytes of the "
+                                      "hottest results kept in memory in front of the disk cache (0 = off).",
+                                      imgproxy=False, section="cache")
     result_storage: str = _setting("", "RESULT_STORAGE", _result_storage, "Shared result tier for all "
                                    "replicas: s3://bucket/prefix or local:///path (empty = off).",
                                    imgproxy=False, section="cache")

@@ -96,7 +96,8 @@ def watermark(image: pyvips.Image, mark: pyvips.Image, wm: Watermark, *, opacity
         left, top = position(Size(image.width, image.height), inner,
                              Gravity(GravityType(wm.position), wm.x, wm.y), dpr)
         layer = mark.embed(left, top, image.width, image.height, extend="background", background=[0, 0, 0, 0])
-    return image.composite2(layer, "over").cast("uchar")
+    marked = image.composite2(layer, "over").cast("uchar")
+    return marked if image.hasalpha() else marked[:image.bands]  # an opaque image stays opaque
 
 
 def metadata(image: pyvips.Image, *, strip: bool, keep_copyright: bool) -> tuple[pyvips.Image, str]:

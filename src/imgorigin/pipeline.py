@@ -272,6 +272,7 @@ def describe(data: bytes, config: RenderConfig) -> dict[str, Any]:
     """What the info endpoint reports: format, displayed size, frames, orientation, alpha, bytes,
     dominant colour, and BlurHash and ThumbHash placeholders computed from a small thumbnail."""
     fmt = sniff(data)
+    file_size = len(data)
     if fmt is ImageFormat.SVG:
         data = svg.sanitize(data)
     header = load(data, fmt)
@@ -291,8 +292,11 @@ def describe(data: bytes, config: RenderConfig) -> dict[str, Any]:
     if image.bands < 3:
         image = image.colourspace("srgb")
     rgba = image if image.hasalpha() else image.bandjoin(255)
-    small = rgba.thumbnail_image(100, height=100).cast("uchar")
+    small = rgba.thumbnail_image(100, height=100).cast("uchar").copy_memory()  # read below several times
     tiny = small.thumbnail_image(32, height=32)
+    # BlurHash has no alpha: paint transparent parts in the visible pixels' mean colour, not black
+    visible = small[3].avg() / 255 or 1.0
+    backdrop = [(small[c] * small[3] / 255).avg() / visible for c in range(3)]
     width, height = (header.height, header.width) if orientation in (5, 6, 7, 8) else (header.width,
                                                                                        header.height)
     dominant = placeholders.dominant_colour(small.write_to_memory(), 4)
@@ -303,9 +307,10 @@ def describe(data: bytes, config: RenderConfig) -> dict[str, Any]:
         "frames": pages,
         "orientation": orientation,
         "has_alpha": bool(header.hasalpha()),
-        "file_size": len(data),
+        "file_size": file_size,
         "dominant_color": "#{:02x}{:02x}{:02x}".format(*dominant),
-        "blurhash": placeholders.blurhash(tiny[:3].write_to_memory(), tiny.width, tiny.height),
+        "blurhash": placeholders.blurhash(tiny.flatten(background=backdrop).cast("uchar").write_to_memory(),
+                                          tiny.width, tiny.height),
         "thumbhash": placeholders.thumbhash(small.write_to_memory(), small.width, small.height),
     }
 

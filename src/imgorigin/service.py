@@ -16,7 +16,17 @@ from typing import Any, Self
 
 import anyio
 
-from .cache import ByteStore, Cache, DiskCache, NullCache, Rendered, SourceCache, StoreCache, cache_key
+from .cache import (
+    ByteStore,
+    Cache,
+    DiskCache,
+    MemoryCache,
+    NullCache,
+    Rendered,
+    SourceCache,
+    StoreCache,
+    cache_key,
+)
 from .codec import ClientFeatures, client_features, setup, sniff
 from .config import ConfigError, Settings
 from .errors import (
@@ -29,7 +39,7 @@ from .errors import (
 )
 from .formats import ImageFormat
 from .metrics import Metrics
-from .options import Options, ParsePolicy, ResizeType, normalize_path, parse_path, to_path
+from .options import Options, ParsePolicy, normalize_path, parse_path, to_path
 from .pipeline import RenderConfig, describe, render
 from .security import SourcePolicy, parse_allowed_networks
 from .signing import Verifier
@@ -123,6 +133,8 @@ class Origin:
         self._given_sources = sources
         self._given_cache = cache
         self.sources: dict[str, Source] = {}
+        self.memory: Cache = MemoryCache(settings.memory_cache_size) if settings.memory_cache_size \
+            else NullCache()
         self.cache: Cache = NullCache()
         self.shared: Cache | None = None
         self.source_cache: SourceCache[Fetched] | None = None
@@ -247,9 +259,14 @@ class Origin:
         if self.settings.enable_client_hints:
             variant.append(f"dpr={request.dpr_hint},width={request.width_hint}")
         key = cache_key(to_path(options, source_url), ";".join(variant))
+        rendered = await self.memory.get(key)
+        if rendered is not None:
+            self.metrics.cache_hits.labels(tier="memory").inc()
+            return Reply(rendered, options, source_url, self.vary, "hit")
         rendered = await self.cache.get(key)
         if rendered is not None:
             self.metrics.cache_hits.labels(tier="disk").inc()
+            await self.memory.set(key, rendered)
             return Reply(rendered, options, source_url, self.vary, "hit")
         outcome = await self._coalesced(_Job(key, options, source_url, client, request.deadline))
         return Reply(outcome.rendered, options, source_url, self.vary, outcome.status,
@@ -281,6 +298,7 @@ class Origin:
             rendered = await self.shared.get(job.key)
             if rendered is not None:
                 self.metrics.cache_hits.labels(tier="shared").inc()
+                await self.memory.set(job.key, rendered)
                 await self.cache.set(job.key, rendered)
                 return _Outcome(rendered, "shared")
         self.metrics.cache_misses.inc()
@@ -293,6 +311,7 @@ class Origin:
             rendered = await self._render(job, Fetched(self.fallback))
             return _Outcome(rendered, "bypass", fallback_status=exc.status_code)
         rendered = await self._render(job, fetched)
+        await self.memory.set(job.key, rendered)
         await self.cache.set(job.key, rendered)
         if self.shared is not None:
             await self.shared.set(job.key, rendered)
@@ -409,8 +428,8 @@ class _Unsigned:
             raise BadSignature(f"unsigned URL: quality {options.quality} is not allowed")
         if options.format is not None and options.format not in self.formats:
             raise BadSignature(f"unsigned URL: format {options.format.value} is not allowed")
-        rest = replace(options, width=0, quality=0, format=None, resizing_type=ResizeType.FIT)
-        if rest != Options():
+        rest = replace(options, width=0, quality=0, format=None)
+        if rest != Options():  # resizing_type too must stay fit: rs:fit:W:0 is the only resize allowed
             raise BadSignature("unsigned URL: only width, quality and format may be given")
 
 

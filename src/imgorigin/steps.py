@@ -68,11 +68,12 @@ def rotate_flip(image: pyvips.Image, plan: Plan) -> pyvips.Image:
     o = plan.options
     if not (plan.exif_angle or plan.exif_flip or o.rotate or o.flip_horizontal or o.flip_vertical):
         return image
-    for angle in (plan.exif_angle, o.rotate):
-        if angle:
-            image = image.rot(f"d{angle}")
-        if angle is plan.exif_angle and plan.exif_flip:
-            image = image.fliphor()
+    if plan.exif_angle:
+        image = image.rot(f"d{plan.exif_angle}")
+    if plan.exif_flip:
+        image = image.fliphor()
+    if o.rotate:
+        image = image.rot(f"d{o.rotate}")
     if o.flip_horizontal:
         image = image.fliphor()
     if o.flip_vertical:
