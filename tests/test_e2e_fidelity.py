@@ -1138,3 +1138,14 @@ def test_signed_urls_still_take_anything(unsigned: Server, upstream: Upstream) -
     signed = decoded(fetch(unsigned, "w:150/bl:2/q:90", upstream.url(GRACE), ext="png"), "png")
     assert signed.width == 150
     assert_similar(signed, _thumb(GRACE, 150).gaussblur(2))
+
+
+@pytest.mark.parametrize("ext", ["avif", "webp", "jpg", "png"])
+def test_rotated_source_is_rotated_once_in_every_format(server: Server, upstream: Upstream, ext: str) -> None:
+    # the EXIF orientation is applied to the pixels; no saver may apply it again (AVIF's irot box)
+    response = server.get(sign(f"/rs:fit:240:0/plain/{upstream.url('storm-exif6-480x320.jpg')}@{ext}"))
+    assert response.status_code == 200
+    image = pyvips.Image.new_from_buffer(response.content, "")
+    if image.get_typeof("orientation"):
+        assert image.get("orientation") == 1
+    assert (image.width, image.height) == (240, 360)

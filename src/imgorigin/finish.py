@@ -110,6 +110,8 @@ def metadata(image: pyvips.Image, *, strip: bool, keep_copyright: bool) -> tuple
     image = image.copy()
     fields = image.get_fields()
     keep = ["icc"] if "icc-profile-data" in fields else []
+    if "orientation" in fields:  # already applied to the pixels; a saver must not apply it again (AVIF irot)
+        image.remove("orientation")
     if strip:
         copyright_text = _ascii_field(image, _COPYRIGHT) if keep_copyright and _COPYRIGHT in fields else None
         for name in fields:
@@ -122,8 +124,6 @@ def metadata(image: pyvips.Image, *, strip: bool, keep_copyright: bool) -> tuple
     for name in ("exif-data", "xmp-data", "iptc-data", "jpeg-thumbnail-data"):
         if name in fields and len(image.get(name)) > MAX_METADATA_BYTES:
             image.remove(name)
-    if image.get_typeof("orientation"):
-        image.set_type(pyvips.GValue.gint_type, "orientation", 1)
     return image, ",".join([*keep, "exif", "xmp", "iptc"])
 
 
