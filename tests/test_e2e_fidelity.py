@@ -309,7 +309,8 @@ def _svg_reference(width: int) -> pyvips.Image:
 
 def _small_grace() -> pyvips.Image:
     """grace-hopper scaled to 128×150."""
-    return pyvips.Image.new_from_buffer((IMAGES / GRACE).read_bytes(), "").thumbnail_image(128, height=150).copy_memory()
+    source = pyvips.Image.new_from_buffer((IMAGES / GRACE).read_bytes(), "")
+    return source.thumbnail_image(128, height=150).copy_memory()
 
 
 @dataclass(frozen=True)
