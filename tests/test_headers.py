@@ -81,7 +81,8 @@ def test_filename_star_when_the_name_is_not_a_plain_token(stem: str) -> None:
 
 @pytest.mark.parametrize(("stem", "expected"), [
     ("curiosity", 'inline; filename="curiosity.jpg"'),
-    ("my pic (1)", 'inline; filename="my pic (1).jpg"'),
+    ("my pic 1", 'inline; filename="my pic 1.jpg"'),
+    ("my pic (1)", "inline; filename=\"image.jpg\"; filename*=UTF-8''my%20pic%20%281%29.jpg"),
     ("a.b-c_d", 'inline; filename="a.b-c_d.jpg"'),
 ])
 def test_plain_names(stem: str, expected: str) -> None:
@@ -89,9 +90,12 @@ def test_plain_names(stem: str, expected: str) -> None:
     assert content_disposition(stem, "jpg", attachment=True) == expected.replace("inline", "attachment")
 
 
-def test_non_ascii_fallback_replaces_characters() -> None:
+def test_unsafe_names_get_a_neutral_fallback_and_filename_star() -> None:
+    # outside [A-Za-z0-9._ -] the plain parameter is a neutral name; the real one is in filename*
     assert content_disposition("naïve", "png", attachment=True) == (
-        "attachment; filename=\"na_ve.png\"; filename*=UTF-8''na%C3%AFve.png")
+        "attachment; filename=\"image.png\"; filename*=UTF-8''na%C3%AFve.png")
+    value = content_disposition("a; filename=evil.html", "png", attachment=False)
+    assert [part.split("=", 1)[0].strip() for part in value.split(";")[1:]] == ["filename", "filename*"]
 
 
 @settings(max_examples=300, deadline=None)

@@ -16,7 +16,9 @@ SECURITY_HEADERS: dict[str, str] = {
     "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; img-src data:; sandbox",
 }
 
-_TOKEN_UNSAFE = re.compile(r'[^\x20-\x7e]|["\\%]')
+_TOKEN_UNSAFE = re.compile(r"[^A-Za-z0-9._ -]")
+#: longest file name put in Content-Disposition, in UTF-8 bytes (a proxy's header buffer is 4-8 KB)
+MAX_FILENAME_BYTES = 255
 
 
 def filename_stem(source_url: str) -> str:
@@ -30,12 +32,14 @@ def filename_stem(source_url: str) -> str:
 def content_disposition(stem: str, extension: str, *, attachment: bool) -> str:
     """``inline``/``attachment`` with an ASCII ``filename`` fallback and a UTF-8 ``filename*``."""
     kind = "attachment" if attachment else "inline"
+    stem = stem.encode()[:MAX_FILENAME_BYTES].decode("utf-8", "ignore")  # cut on a character boundary
     name = f"{stem}.{extension}"
-    fallback = _TOKEN_UNSAFE.sub("_", name)
-    if fallback == name:
+    if not _TOKEN_UNSAFE.search(name):
         return f'{kind}; filename="{name}"'
+    # anything beyond [A-Za-z0-9._ -] travels only in filename*; the plain fallback says nothing a
+    # naive parser could take for a parameter
     encoded = quote(name, safe="!#$&+-.^_`|~")
-    return f"{kind}; filename=\"{fallback}\"; filename*=UTF-8''{encoded}"
+    return f"{kind}; filename=\"image.{extension}\"; filename*=UTF-8''{encoded}"
 
 
 def cache_control(ttl: int, *, expires: int = 0, now: float = 0.0, immutable: bool = False,

@@ -103,6 +103,22 @@ def _category(address: IPAddress) -> str:
     return "global" if address.is_global and not address.is_multicast else "reserved"
 
 
+_ASCII_HOST = re.compile(r"[A-Za-z0-9.\-]+|\[[0-9A-Fa-f:.]+\]")
+
+
+def _host_of(url: str) -> str:
+    """The host part of ``url`` as written (brackets kept); InvalidSourceURL when it cannot be parsed."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 (validates the port)
+    except ValueError as exc:
+        raise InvalidSourceURL(f"malformed source URL {url!r}: {exc}") from None
+    netloc = parts.netloc.rpartition("@")[2]
+    if netloc.startswith("["):
+        return netloc[: netloc.find("]") + 1] if "]" in netloc else netloc
+    return netloc.rsplit(":", 1)[0] if netloc.count(":") == 1 else netloc
+
+
 def _glob(pattern: str, *, within: str) -> re.Pattern[str]:
     """A regex for ``pattern`` where ``*`` matches any run of characters not in ``within``."""
     return re.compile("".join(f"[^{re.escape(within)}]*" if part == "*" else re.escape(part)
@@ -160,7 +176,13 @@ class SourcePolicy:
         object.__setattr__(self, "_patterns", tuple(_SourcePattern.parse(p) for p in self.allowed_sources))
 
     def check_url(self, url: str) -> None:
-        """Raise InvalidSourceURL unless ``url`` matches ALLOWED_SOURCES (when set)."""
+        """Raise InvalidSourceURL unless ``url`` is well formed, its host plain ASCII, and it matches
+        ALLOWED_SOURCES (when set)."""
+        host = _host_of(url)
+        if host and not _ASCII_HOST.fullmatch(host):
+            # HTTP clients map Unicode digits and dots (①, ０, 。) and %-escapes onto ASCII: a host that is
+            # not already plain ASCII could name an address no check has seen
+            raise InvalidSourceURL(f"host {host!r} is not plain ASCII (use punycode for IDN)")
         if self._patterns and not any(p.matches(url) for p in self._patterns):
             raise InvalidSourceURL(f"source {url!r} is not in ALLOWED_SOURCES")
 
@@ -188,15 +210,19 @@ class SourcePolicy:
         if not self.address_allowed(address, port):
             raise AddressBlocked(f"address {address} port {port} is not allowed")
 
-    def check_literal(self, url: str) -> None:
-        """If ``url``'s host is an IP literal, check it now (HTTP clients skip the resolver for those)."""
-        parts = urlsplit(url)
-        host = parts.hostname or ""
+    def check_literal(self, url: str, host: str | None = None, port: int | None = None) -> None:
+        """If the host (``url``'s, or ``host`` as the HTTP client parsed it) is an IP literal, check it
+        now: HTTP clients skip the resolver for those."""
         try:
-            ipaddress.ip_address(host.split("%")[0])
+            parts = urlsplit(url)
+            host = host if host is not None else parts.hostname or ""
+            port = port or parts.port or (443 if parts.scheme == "https" else 80)
+        except ValueError as exc:
+            raise InvalidSourceURL(f"malformed source URL {url!r}: {exc}") from None
+        try:
+            ipaddress.ip_address(host.strip("[]").split("%")[0])
         except ValueError:
             return
-        port = parts.port or (443 if parts.scheme == "https" else 80)
         try:
             self.check_address(host, port)
         except AddressBlocked as exc:

@@ -89,11 +89,23 @@ def crop_to_result(image: pyvips.Image, plan: Plan) -> pyvips.Image:
                        plan.dpr)
 
 
+#: above this sigma a blur is computed on a smaller copy: same look, bounded cost (a sigma-1000 mask
+#: over a large image would take minutes, and libvips can only stop between tiles)
+MAX_DIRECT_SIGMA = 20.0
+
+
 def blur(image: pyvips.Image, plan: Plan) -> pyvips.Image:
     """Gaussian blur with sigma ``options.blur``."""
-    if plan.options.blur <= 0:
+    sigma = plan.options.blur
+    if sigma <= 0:
         return image
-    return image.gaussblur(plan.options.blur)
+    if sigma <= MAX_DIRECT_SIGMA:
+        return image.gaussblur(sigma)
+    factor = sigma / MAX_DIRECT_SIGMA
+    small = image.resize(1 / factor)
+    blurred = small.gaussblur(MAX_DIRECT_SIGMA).resize(image.width / small.width,
+                                                        vscale=image.height / small.height)
+    return blurred.embed(0, 0, image.width, image.height, extend="copy")
 
 
 def sharpen(image: pyvips.Image, plan: Plan) -> pyvips.Image:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 from urllib.parse import urlsplit
 
-from ..errors import SourceError
+from ..errors import InvalidSourceURL, SourceError
 
 if TYPE_CHECKING:
     from ..config import Settings
@@ -44,7 +44,10 @@ class Source(Protocol):
 
 def scheme_of(url: str) -> str:
     """The lower-cased scheme of ``url``; SourceError when there is none."""
-    scheme = urlsplit(url).scheme.lower() if ":" in url else ""
+    try:
+        scheme = urlsplit(url).scheme.lower() if ":" in url else ""
+    except ValueError as exc:
+        raise InvalidSourceURL(f"malformed source URL {url!r}: {exc}") from None
     if not scheme:
         raise SourceError(f"source URL has no scheme: {url!r}")
     return scheme

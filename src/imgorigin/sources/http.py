@@ -17,6 +17,7 @@ from urllib.parse import urljoin, urlsplit
 import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import DefaultResolver
+from yarl import URL
 
 from .. import __version__
 from ..errors import (
@@ -104,10 +105,19 @@ class HttpSource:
         raise SourceError(f"too many redirects fetching {url!r}")
 
     def _check(self, url: str) -> None:
-        if urlsplit(url).scheme not in ("http", "https"):
+        try:
+            scheme = urlsplit(url).scheme
+            parsed = URL(url)  # the parser aiohttp connects with: check the host it will use
+            host, port = parsed.host, parsed.port
+        except ValueError as exc:
+            raise InvalidSourceURL(f"malformed source URL {url!r}: {exc}") from None
+        if scheme not in ("http", "https"):
             raise InvalidSourceURL(f"redirect to a non-HTTP URL {url!r}")
+        if not host:
+            raise InvalidSourceURL(f"source URL without a host {url!r}")
         self._policy.check_url(url)
         self._policy.check_literal(url)
+        self._policy.check_literal(url, host=host, port=port)
 
     async def aclose(self) -> None:
         """Close the session and its connections."""
@@ -152,5 +162,11 @@ def _mapped_errors(url: str) -> Iterator[None]:
         raise SourceError(f"cannot connect for {url!r}: {exc}") from exc
     except aiohttp.InvalidURL as exc:
         raise InvalidSourceURL(f"invalid source URL {url!r}: {exc}") from exc
+    except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError, aiohttp.ClientResponseError,
+            aiohttp.ClientOSError) as exc:
+        # the source answered, but badly: a short, broken or unparseable reply is an upstream error
+        raise SourceUnavailable(f"bad reply fetching {url!r}: {exc}") from exc
     except aiohttp.ClientError as exc:
         raise SourceError(f"error fetching {url!r}: {exc}") from exc
+    except ValueError as exc:
+        raise InvalidSourceURL(f"malformed source URL {url!r}: {exc}") from exc
