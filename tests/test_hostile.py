@@ -2071,7 +2071,8 @@ def test_disposition_fallback_uses_a_strict_charset(hs: Server, canary: Canary, 
     assert fallback is not None
     assert re.fullmatch(r"[A-Za-z0-9._ -]*", fallback.group(1)), value
     # a naive parser splitting on ";" finds exactly the two parameters we wrote
-    assert [part.split("=", 1)[0].strip() for part in value.split(";")[1:]] == ["filename", "filename*"], value
+    parameters = [part.split("=", 1)[0].strip() for part in value.split(";")[1:]]
+    assert parameters == ["filename", "filename*"], value
     hold(hs, canary)
 
 
