@@ -5,7 +5,17 @@ from __future__ import annotations
 import pytest
 import pyvips
 
-from imgorigin.codec import ClientFeatures, choose_format, client_features, encodable, load, setup, sniff
+from imgorigin.codec import (
+    ClientFeatures,
+    EncoderSettings,
+    choose_format,
+    client_features,
+    encodable,
+    encode,
+    load,
+    setup,
+    sniff,
+)
 from imgorigin.errors import BrokenImage, UnknownImageType, UnsupportedOutput
 from imgorigin.formats import ImageFormat
 
@@ -103,3 +113,15 @@ def test_client_features_is_a_substring_test_gated_by_settings() -> None:
     assert client_features(chrome, webp=True, avif=True) == ClientFeatures(webp=True, avif=True)
     assert client_features(chrome, webp=False, avif=False) == ClientFeatures()
     assert client_features("image/png", webp=True, avif=True) == ClientFeatures()
+
+
+@pytest.mark.parametrize(("colors", "depth"), [(256, 8), (16, 4), (4, 2), (2, 1), (200, 8), (5, 4)])
+def test_png_quantization(colors: int, depth: int) -> None:
+    image = pyvips.Image.black(64, 64).new_from_image([0, 0, 0]).cast("uchar").copy(interpretation="srgb")
+    image = image.draw_rect([255, 0, 0], 0, 0, 32, 32, fill=True)
+    plain = encode(image, ImageFormat.PNG, 80, EncoderSettings())
+    quantised = encode(image, ImageFormat.PNG, 80, EncoderSettings(png_quantize=True, png_colors=colors))
+    decoded = pyvips.Image.new_from_buffer(quantised, "")
+    assert decoded.get("palette-bit-depth") == depth
+    assert not pyvips.Image.new_from_buffer(plain, "").get_typeof("palette-bit-depth")
+    assert decoded.getpoint(5, 5)[:3] == [255, 0, 0]

@@ -161,6 +161,8 @@ class EncoderSettings:
 
     jpeg_progressive: bool = False
     png_interlaced: bool = False
+    png_quantize: bool = False
+    png_colors: int = 256
     webp_effort: int = 4
     avif_speed: int = 8
 
@@ -173,6 +175,9 @@ def encode(image: pyvips.Image, fmt: ImageFormat, quality: int, settings: Encode
         params.update(Q=quality, interlace=settings.jpeg_progressive, optimize_coding=True)
     elif fmt is ImageFormat.PNG:
         params.update(interlace=settings.png_interlaced, compression=6)
+        if settings.png_quantize:
+            depth = next(d for d in (1, 2, 4, 8) if 2**d >= settings.png_colors)
+            params.update(palette=True, bitdepth=depth, Q=quality)
     elif fmt is ImageFormat.WEBP:
         params.update(Q=quality, effort=settings.webp_effort)
     elif fmt is ImageFormat.AVIF:

@@ -325,6 +325,11 @@ class Settings:
                                       section="processing")
     png_interlaced: bool = _setting(False, "PNG_INTERLACED", _bool, "Interlaced PNG.",
                                     section="processing")
+    png_quantize: bool = _setting(False, "PNG_QUANTIZE", _bool, "Palette (quantised) PNG output.",
+                                  section="processing")
+    png_quantization_colors: int = _setting(256, "PNG_QUANTIZATION_COLORS", _int_in(2, 256),
+                                            "Most colours of a quantised PNG (up to 2, 4, 16 or 256).",
+                                            section="processing")
     webp_effort: int = _setting(4, "WEBP_EFFORT", _int_in(0, 6), "WebP encoder effort (0 fastest).",
                                 section="processing")
     avif_speed: int = _setting(8, "AVIF_SPEED", _int_in(0, 9), "AVIF encoder speed (9 fastest; "

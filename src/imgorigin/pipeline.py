@@ -77,6 +77,7 @@ class RenderConfig:
             quality=s.quality, format_quality=dict(s.format_quality), preferred=s.preferred_formats,
             available=available, enforce=ClientFeatures(webp=s.enforce_webp, avif=s.enforce_avif),
             encoder=EncoderSettings(jpeg_progressive=s.jpeg_progressive, png_interlaced=s.png_interlaced,
+                                    png_quantize=s.png_quantize, png_colors=s.png_quantization_colors,
                                     webp_effort=s.webp_effort, avif_speed=s.avif_speed),
             strip_color_profile=s.strip_color_profile, strip_metadata=s.strip_metadata,
             keep_copyright=s.keep_copyright, auto_rotate=s.auto_rotate,
