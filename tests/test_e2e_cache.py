@@ -274,7 +274,8 @@ def test_a_damaged_entry_file_is_detected_and_replaced(upstream: Upstream, tmp_p
 
 
 def test_unusable_cache_directory_still_serves(upstream: Upstream, tmp_path: Path) -> None:
-    env = {**base_env(upstream, tmp_path), "IMGORIGIN_CACHE_DIR": "/proc/imgorigin-cache"}
+    env = {**base_env(upstream, tmp_path), "IMGORIGIN_CACHE_DIR": "/proc/imgorigin-cache",
+           "IMGORIGIN_MEMORY_CACHE_SIZE": "0"}  # no tier left: every request renders, none fails
     server = start_server(env, tmp_path)
     try:
         responses = [server.get(_path(upstream, "grace-hopper-512x600.jpg")) for _ in range(2)]
