@@ -302,15 +302,21 @@ class Origin:
                 await self.cache.set(job.key, rendered)
                 return _Outcome(rendered, "shared")
         self.metrics.cache_misses.inc()
+        await self._worker()  # admission covers the download too: the queue bounds fetches and memory
+        self.metrics.image_started()
         try:
-            fetched = await self._fetch(job.source_url, self._max_bytes(job.options))
-        except SourceError as exc:
-            if self.fallback is None:
-                raise
-            log.info("serving the fallback image for %s: %s", job.source_url, exc)
-            rendered = await self._render(job, Fetched(self.fallback))
-            return _Outcome(rendered, "bypass", fallback_status=exc.status_code)
-        rendered = await self._render(job, fetched)
+            try:
+                fetched = await self._fetch(job.source_url, self._max_bytes(job.options))
+            except SourceError as exc:
+                if self.fallback is None:
+                    raise
+                log.info("serving the fallback image for %s: %s", job.source_url, exc)
+                rendered = await self._render(job, Fetched(self.fallback))
+                return _Outcome(rendered, "bypass", fallback_status=exc.status_code)
+            rendered = await self._render(job, fetched)
+        finally:
+            self._limiter.release()
+            self.metrics.image_finished()
         await self.memory.set(job.key, rendered)
         await self.cache.set(job.key, rendered)
         if self.shared is not None:
@@ -355,17 +361,11 @@ class Origin:
         self.metrics.span_duration.labels(span="queue").observe(time.monotonic() - started)
 
     async def _render(self, job: _Job, fetched: Fetched) -> Rendered:
-        """Render ``fetched`` in a worker thread under the worker limit."""
+        """Render ``fetched`` in a worker thread (the caller holds a worker slot)."""
         assert self.render_config is not None
-        await self._worker()
-        self.metrics.image_started()
-        try:
-            with self.metrics.span_duration.labels(span="processing_image").time():
-                rendered = await anyio.to_thread.run_sync(functools.partial(
-                    render, fetched.data, job.options, self.render_config, job.client, deadline=job.deadline))
-        finally:
-            self._limiter.release()
-            self.metrics.image_finished()
+        with self.metrics.span_duration.labels(span="processing_image").time():
+            rendered = await anyio.to_thread.run_sync(functools.partial(
+                render, fetched.data, job.options, self.render_config, job.client, deadline=job.deadline))
         self.metrics.renders.inc()
         version = fetched.etag or fetched.last_modified or hashlib.sha256(fetched.data).hexdigest()
         etag = '"' + hashlib.sha256(f"{job.key}\n{version}".encode()).hexdigest()[:40] + '"'
