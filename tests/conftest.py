@@ -143,16 +143,22 @@ class Server:
         return self.log_path.read_text(errors="replace")
 
 
-def start_server(env: dict[str, str], tmp: Path, *, args: tuple[str, ...] = ()) -> Server:
-    """Start ``python -m imgorigin serve`` with ``env`` on a free port and wait until /health answers."""
+def start_server(env: dict[str, str], tmp: Path, *, args: tuple[str, ...] = (),
+                 without_capabilities: bool = False) -> Server:
+    """Start ``python -m imgorigin serve`` with ``env`` on a free port and wait until /health answers.
+
+    ``without_capabilities`` runs it under ``setpriv`` with every capability dropped when the tests run
+    as root: only then is a mode-000 file unreadable for the server (no CAP_DAC_OVERRIDE)."""
     port = free_port()
     full = {k: v for k, v in os.environ.items() if not k.startswith(("IMGORIGIN_", "IMGPROXY_"))}
     full.update({"IMGORIGIN_BIND": f"127.0.0.1:{port}", "PYTHONUNBUFFERED": "1"})
     full.update(env)
     log_path = tmp / f"server-{port}.log"
+    command = [sys.executable, "-m", "imgorigin", "serve", *args]
+    if without_capabilities and os.geteuid() == 0:
+        command = ["setpriv", "--inh-caps=-all", "--bounding-set=-all", *command]
     with log_path.open("wb") as log:
-        process = subprocess.Popen([sys.executable, "-m", "imgorigin", "serve", *args], env=full,
-                                   stdout=log, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(command, env=full, stdout=log, stderr=subprocess.STDOUT)
     prefix = full.get("IMGORIGIN_PATH_PREFIX", "")
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30

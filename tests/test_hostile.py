@@ -27,8 +27,6 @@ import socketserver
 import stat
 import string
 import struct
-import subprocess
-import sys
 import threading
 import time
 import zlib
@@ -54,6 +52,7 @@ from conftest import (
     geometry_png,
     image_info,
     sign,
+    start_server,
     stop_server,
 )
 from imgorigin.options import OPTION_NAMES, normalize_path
@@ -538,33 +537,6 @@ def local_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-def _start_without_capabilities(env: dict[str, str], tmp: Path) -> Server:
-    """``start_server``, but under ``setpriv`` with every capability dropped: the test user is root,
-    and only without CAP_DAC_OVERRIDE is a mode-000 file unreadable for the server."""
-    port = free_port()
-    full = {k: v for k, v in os.environ.items() if not k.startswith(("IMGORIGIN_", "IMGPROXY_"))}
-    full.update({"IMGORIGIN_BIND": f"127.0.0.1:{port}", "PYTHONUNBUFFERED": "1", **env})
-    log_path = tmp / f"server-{port}.log"
-    command = [sys.executable, "-m", "imgorigin", "serve"]
-    if os.geteuid() == 0:
-        command = ["setpriv", "--inh-caps=-all", "--bounding-set=-all", *command]
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(command, env=full, stdout=log, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"server exited with {process.returncode}:\n{log_path.read_text()}")
-        try:
-            if httpx.get(f"{base}/health", timeout=1).status_code == 200:
-                return Server(base, process, full, log_path)
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    process.kill()
-    raise RuntimeError(f"server did not become healthy:\n{log_path.read_text()}")
-
-
 @pytest.fixture(scope="module")
 def hs(
     upstream: Upstream, raw_upstream: RawUpstream, local_root: Path, tmp_path_factory: pytest.TempPathFactory
@@ -584,7 +556,7 @@ def hs(
             "IMGORIGIN_PRESETS": PRESETS,
         }
     )
-    server = _start_without_capabilities(env, tmp)
+    server = start_server(env, tmp, without_capabilities=True)
     yield server
     stop_server(server)
 
