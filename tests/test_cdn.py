@@ -23,7 +23,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import Server, free_port, sign
+from conftest import Server, free_port, sign, terminate
 
 ROOT = Path(__file__).resolve().parent.parent
 VCL = ROOT / "examples" / "cdn" / "varnish" / "default.vcl"
@@ -73,12 +73,7 @@ class Cdn:
         return httpx.get(self.base + path, headers=sent, timeout=30)
 
     def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(5)
+        terminate(self.process, grace=10)
 
 
 def _wait_ready(cdn: Cdn, what: str) -> Cdn:

@@ -60,16 +60,6 @@ TOLERANCE = 60.0
 
 # --- HTTP helpers --------------------------------------------------------------------------------------
 
-_CLIENT: list[httpx.Client] = []
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _http_client() -> Iterator[None]:
-    _CLIENT.append(httpx.Client(timeout=30))
-    yield
-    _CLIENT.pop().close()
-
-
 def path_for(options: str, source: str, ext: str = "") -> str:
     """``/<options>/plain/<source>[@ext]`` (no signature)."""
     tail = f"plain/{source}" + (f"@{ext}" if ext else "")
@@ -79,16 +69,16 @@ def path_for(options: str, source: str, ext: str = "") -> str:
 def fetch(server: Server, options: str, source: str, *, ext: str = "",
           headers: dict[str, str] | None = None) -> httpx.Response:
     """GET the signed URL for ``options`` and the absolute ``source`` URL."""
-    return _CLIENT[0].get(server.base + sign(path_for(options, source, ext)), headers=headers or {})
+    return server.get(sign(path_for(options, source, ext)), headers=headers or {})
 
 
 def fetch_unsigned(server: Server, options: str, source: str, *, ext: str = "") -> httpx.Response:
-    return _CLIENT[0].get(server.base + "/unsafe" + path_for(options, source, ext))
+    return server.get("/unsafe" + path_for(options, source, ext))
 
 
 def info(server: Server, source: str, options: str = "") -> dict[str, object]:
     """The info endpoint's JSON: the signature covers the path after ``/info/<signature>``."""
-    response = _CLIENT[0].get(server.base + "/info" + sign(path_for(options, source)))
+    response = server.get("/info" + sign(path_for(options, source)))
     assert response.status_code == 200, response.text
     assert response.headers["content-type"] == "application/json"
     facts = json.loads(response.content)
@@ -1017,7 +1007,7 @@ def test_info_endpoint(case: InfoCase, server: Server, sources: Sources) -> None
 
 
 def test_info_of_a_missing_source(server: Server, upstream: Upstream) -> None:
-    response = _CLIENT[0].get(server.base + "/info" + sign(path_for("", upstream.url("fidelity-nope.png"))))
+    response = server.get("/info" + sign(path_for("", upstream.url("fidelity-nope.png"))))
     assert response.status_code == 404
 
 

@@ -9,7 +9,7 @@ dimensions and, where it matters, pixel colours. Expected values come from imgpr
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import httpx
 import pytest
@@ -40,24 +40,13 @@ CUPS = "cups-cmyk-320x200.jpg"
 SVG = "debian-logo-128.svg"
 
 
-#: one keep-alive HTTP client for the whole module (a new client per request costs ~60 ms)
-_CLIENT: list[httpx.Client] = []
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _http_client() -> Iterator[None]:
-    _CLIENT.append(httpx.Client(timeout=30))
-    yield
-    _CLIENT.pop().close()
-
-
 def request(server: Server, upstream: Upstream, options: str, name: str, *, ext: str = "",
             accept: str | None = None) -> httpx.Response:
     """GET the signed ``/<options>/plain/<upstream name>[@ext]`` with an optional Accept header."""
     source = upstream.url(name) + (f"@{ext}" if ext else "")
     path = f"/{options}/plain/{source}" if options else f"/plain/{source}"
     headers = {"Accept": accept} if accept is not None else {}
-    return _CLIENT[0].get(server.base + sign(path), headers=headers)
+    return server.get(sign(path), headers=headers)
 
 
 def decoded(response: httpx.Response, fmt: str) -> pyvips.Image:

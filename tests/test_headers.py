@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from imgorigin.headers import (
+    MAX_FILENAME_BYTES,
     SECURITY_HEADERS,
     cache_control,
     content_disposition,
@@ -105,7 +106,9 @@ def test_content_disposition_property(stem: str, attachment: bool) -> None:
     assert_safe(value)
     assert value.count('"') == 2
     if "filename*=" in value:
-        assert unquote(value.split("filename*=UTF-8''", 1)[1], errors="strict") == f"{stem}.avif"
+        # the name travels whole, or cut at MAX_FILENAME_BYTES on a character boundary
+        capped = stem.encode()[:MAX_FILENAME_BYTES].decode("utf-8", "ignore")
+        assert unquote(value.split("filename*=UTF-8''", 1)[1], errors="strict") == f"{capped}.avif"
 
 
 @pytest.mark.parametrize(("ttl", "expires", "now", "expected"), [
@@ -160,3 +163,9 @@ def test_security_headers() -> None:
     assert SECURITY_HEADERS["X-Content-Type-Options"] == "nosniff"
     assert "default-src 'none'" in SECURITY_HEADERS["Content-Security-Policy"]
     assert "sandbox" in SECURITY_HEADERS["Content-Security-Policy"]
+
+
+def test_long_names_are_cut_on_a_character_boundary() -> None:
+    value = content_disposition("日" * 200, "png", attachment=False)  # 600 UTF-8 bytes
+    name = unquote(value.split("filename*=UTF-8''", 1)[1], errors="strict")
+    assert name == "日" * (MAX_FILENAME_BYTES // 3) + ".png"
