@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 NODE_CLIENTS := tests/clients/node
 
-.PHONY: run test lint typecheck unit install clean bench docs
+.PHONY: run test lint typecheck unit install clean bench soak profile docs
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,7 +33,14 @@ unit: install $(NODE_CLIENTS)/node_modules/.installed
 test: lint typecheck unit
 
 bench: install
+	$(PY) bench/stream.py
 	$(PY) bench/run.py
+
+soak: install
+	$(PY) bench/soak.py
+
+profile: install
+	$(PY) bench/profile.py --workloads W1,W4
 
 docs: install
 	$(VENV)/bin/imgorigin settings > docs/configuration.md

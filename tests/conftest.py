@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -238,3 +239,32 @@ def image_info(data: bytes) -> tuple[str, int, int]:
 
     image = pyvips.Image.new_from_buffer(data, "")
     return str(image.get("vips-loader")), image.width, image.height
+
+
+def slow_handler(data: bytes, delay: float) -> Callable[[web.Request], object]:
+    """An upstream route answering ``data`` (as a JPEG) after ``delay`` seconds."""
+
+    async def handler(request: web.Request) -> web.Response:
+        await asyncio.sleep(delay)
+        return web.Response(body=data, content_type="image/jpeg")
+
+    return handler
+
+
+def sigterm_during(server: Server, paths: list[str]) -> tuple[list[int], int]:
+    """Request ``paths`` at once, SIGTERM the server 0.5 s later, ask /health 0.3 s after that; the
+    statuses of the requests and of that health check."""
+
+    async def scenario() -> tuple[list[int], int]:
+        async with httpx.AsyncClient(base_url=server.base, timeout=30,
+                                     limits=httpx.Limits(max_connections=len(paths) + 1)) as client:
+            flights = [asyncio.create_task(client.get(path)) for path in paths]
+            await asyncio.sleep(0.5)
+            os.kill(server.process.pid, signal.SIGTERM)
+            await asyncio.sleep(0.3)
+            async with httpx.AsyncClient(base_url=server.base, timeout=5) as fresh:
+                health = await fresh.get("/health")
+            responses = await asyncio.gather(*flights)
+            return [r.status_code for r in responses], health.status_code
+
+    return asyncio.run(scenario())

@@ -7,6 +7,7 @@ import os
 
 import pytest
 
+from imgorigin import config
 from imgorigin.config import ConfigError, Settings, parse_bind
 from imgorigin.formats import ImageFormat
 
@@ -313,3 +314,30 @@ def test_every_variable_is_read() -> None:
         pair = {"KEY": {"IMGORIGIN_SALT": "11"}, "SALT": {"IMGORIGIN_KEY": "00"}}.get(name, {})
         s = Settings.from_env({f"IMGORIGIN_{name}": values[name], **pair})
         assert getattr(s, f.name) != getattr(base, f.name), name
+
+
+@pytest.mark.parametrize(("workers", "queue", "clients", "count"),
+                         [(2, 4, 2048, 2), (5, 1, 0, 2), (3, 0, 7, 3), (1, 2, 10, 4), (8, 9, 3, 1)])
+def test_budgets_are_shared_out_among_processes(workers: int, queue: int, clients: int, count: int) -> None:
+    settings = Settings(workers=workers, requests_queue_size=queue, max_clients=clients,
+                        memory_cache_size=64 << 20, source_cache_size=10 << 20)
+    shares = [settings.for_process(i, count) for i in range(count)]
+    assert all(s.workers >= 1 for s in shares)
+    assert sum(s.workers for s in shares) == max(workers, count)
+    for name, total in (("requests_queue_size", queue), ("max_clients", clients)):
+        values = [getattr(s, name) for s in shares]
+        if total == 0:
+            assert values == [0] * count  # no limit stays no limit
+        else:
+            assert all(v >= 1 for v in values), "a limit must never turn into 'no limit' (0)"
+            assert sum(values) == max(total, count)
+    assert sum(s.memory_cache_size for s in shares) <= 64 << 20
+    assert sum(s.source_cache_size for s in shares) <= 10 << 20
+
+
+def test_processes_zero_means_one_per_available_cpu() -> None:
+    assert Settings.from_env({"IMGORIGIN_PROCESSES": "0"}).process_count == config.available_cpus()
+    assert Settings.from_env({"IMGORIGIN_PROCESSES": "3"}).process_count == 3
+    assert 1 <= config.available_cpus() <= (os.cpu_count() or 1)
+    with pytest.raises(ConfigError, match="IMGORIGIN_PROCESSES"):
+        Settings.from_env({"IMGORIGIN_PROCESSES": "65"})

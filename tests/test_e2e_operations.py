@@ -4,27 +4,24 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import shutil
-import signal
 import subprocess
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 import pytest
-from aiohttp import web
 
-from conftest import Upstream, base_env, free_port, sign, start_server, stop_server
-
-
-def _slow(data: bytes, delay: float) -> Callable[[web.Request], object]:
-    async def handler(request: web.Request) -> web.Response:
-        await asyncio.sleep(delay)
-        return web.Response(body=data, content_type="image/jpeg")
-
-    return handler
+from conftest import (
+    Upstream,
+    base_env,
+    free_port,
+    sign,
+    sigterm_during,
+    slow_handler,
+    start_server,
+    stop_server,
+)
 
 
 def _metrics(port: int) -> dict[str, float]:
@@ -138,7 +135,7 @@ def test_request_log_lines_are_json_with_the_fields(upstream: Upstream, tmp_path
 def test_overload_sheds_with_429_and_loses_no_admitted_request(upstream: Upstream, tmp_path: Path) -> None:
     data = upstream.files["grace-hopper-512x600.jpg"]
     for i in range(24):
-        upstream.routes[f"/overload-{i}.jpg"] = _slow(data, 0.4)
+        upstream.routes[f"/overload-{i}.jpg"] = slow_handler(data, 0.4)
     env = {**base_env(upstream, tmp_path), "IMGORIGIN_WORKERS": "2", "IMGORIGIN_REQUESTS_QUEUE_SIZE": "4"}
     env.pop("IMGORIGIN_CACHE_DIR")
     server = start_server(env, tmp_path)
@@ -173,7 +170,7 @@ def test_overload_sheds_with_429_and_loses_no_admitted_request(upstream: Upstrea
 
 
 def test_whole_request_timeout_answers_503(upstream: Upstream, tmp_path: Path) -> None:
-    upstream.routes["/timeout-slow.jpg"] = _slow(upstream.files["grace-hopper-512x600.jpg"], 3)
+    upstream.routes["/timeout-slow.jpg"] = slow_handler(upstream.files["grace-hopper-512x600.jpg"], 3)
     env = {**base_env(upstream, tmp_path), "IMGORIGIN_TIMEOUT": "1", "IMGORIGIN_DOWNLOAD_TIMEOUT": "5"}
     server = start_server(env, tmp_path)
     try:
@@ -190,24 +187,12 @@ def test_whole_request_timeout_answers_503(upstream: Upstream, tmp_path: Path) -
 def test_sigterm_drains_in_flight_requests_and_exits_zero(upstream: Upstream, tmp_path: Path) -> None:
     data = upstream.files["grace-hopper-512x600.jpg"]
     for i in range(5):
-        upstream.routes[f"/drain-{i}.jpg"] = _slow(data, 2.0)
+        upstream.routes[f"/drain-{i}.jpg"] = slow_handler(data, 2.0)
     env = {**base_env(upstream, tmp_path), "IMGORIGIN_SHUTDOWN_DELAY": "1",
            "IMGORIGIN_GRACEFUL_STOP_TIMEOUT": "15"}
     server = start_server(env, tmp_path)
-
-    async def scenario() -> tuple[list[int], int]:
-        async with httpx.AsyncClient(base_url=server.base, timeout=30) as client:
-            flights = [asyncio.create_task(client.get(sign(f"/w:64/plain/{upstream.url(f'drain-{i}.jpg')}")))
-                       for i in range(5)]
-            await asyncio.sleep(0.5)
-            os.kill(server.process.pid, signal.SIGTERM)
-            await asyncio.sleep(0.3)
-            async with httpx.AsyncClient(base_url=server.base, timeout=5) as fresh:
-                health = await fresh.get("/health")
-            responses = await asyncio.gather(*flights)
-            return [r.status_code for r in responses], health.status_code
-
-    statuses, health_status = asyncio.run(scenario())
+    statuses, health_status = sigterm_during(
+        server, [sign(f"/w:64/plain/{upstream.url(f'drain-{i}.jpg')}") for i in range(5)])
     exit_code = server.process.wait(20)
     assert statuses == [200] * 5
     assert health_status == 503

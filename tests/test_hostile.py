@@ -1277,10 +1277,17 @@ def _dribble(sock: socket.socket) -> None:
         time.sleep(0.5)
 
 
-def _endless_chunks(sock: socket.socket) -> None:
-    chunk = b"\0" * 65536
+def _endless_chunks(sock: socket.socket, first: bytes = b"", chunk: bytes = b"\0" * 65536) -> None:
+    if first:
+        sock.sendall(b"%x\r\n" % len(first) + first + b"\r\n")
     for _ in range(2000):  # up to 128 MiB, unless the client hangs up first
         sock.sendall(b"%x\r\n" % len(chunk) + chunk + b"\r\n")
+
+
+def _image_then_endless(sock: socket.socket) -> None:
+    """A whole, valid PNG followed by zeros without end: the image decodes (as it streams), but the
+    answer must wait for the body, and the byte cap refuses it."""
+    _endless_chunks(sock, first=_png_bytes())
 
 
 def _silence(sock: socket.socket) -> None:
@@ -1310,9 +1317,14 @@ HOSTILE_UPSTREAMS: dict[str, tuple[Callable[[socket.socket], None], int, str]] =
         "Source is unreachable",
     ),
     "/t6/length-over-cap-chunked": (
-        reply("HTTP/1.1 200 OK\nTransfer-Encoding: chunked\nConnection: close\n", then=_endless_chunks),
+        reply("HTTP/1.1 200 OK\nTransfer-Encoding: chunked\nConnection: close\n", then=_image_then_endless),
         422,
         "Invalid source image",
+    ),
+    "/t6/endless-garbage-chunked": (  # not an image from its first bytes: refused before the cap
+        reply("HTTP/1.1 200 OK\nTransfer-Encoding: chunked\nConnection: close\n", then=_endless_chunks),
+        422,
+        "Failed to detect source image type",
     ),
     "/t6/length-declared-huge": (
         reply(f"HTTP/1.1 200 OK\nContent-Length: {10**15}\nConnection: close\n", b"\0" * 1000),

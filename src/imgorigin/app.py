@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import logging
 import re
+import secrets
 import time
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
@@ -60,7 +61,7 @@ class _TimedResponse(Response):
         started = time.monotonic()
         await super().__call__(scope, receive, send)
         if self.metrics is not None:
-            self.metrics.span_duration.labels(span="streaming_image").observe(time.monotonic() - started)
+            self.metrics.spans["streaming_image"].observe(time.monotonic() - started)
 
 
 def _response(status: int, body: bytes, headers: Mapping[str, str], request_id: str, *,
@@ -80,10 +81,14 @@ def _error_response(error: ImgOriginError, request_id: str, *, head: bool) -> Re
     return _response(error.status_code, body, headers, request_id, head=head)
 
 
-def create_app(settings: Settings, *, sources: dict[str, Source] | None = None) -> Starlette:
-    """The ASGI application for ``settings`` (``sources`` replaces the built-in ones, for tests)."""
+def create_app(settings: Settings, *, sources: dict[str, Source] | None = None, server_workers: int = 0,
+               serve_metrics: bool = True) -> Starlette:
+    """The ASGI application for ``settings`` (``sources`` replaces the built-in ones, for tests).
+
+    As one of several server processes, ``settings`` is this process's share, ``server_workers`` the
+    whole server's worker count, and ``serve_metrics`` False: the supervisor serves the metrics."""
     metrics = Metrics(settings.prometheus_namespace, version=__version__, workers=settings.workers,
-                      vips_memory=vips_memory)
+                      server_workers=server_workers, vips_memory=vips_memory)
     origin = Origin(settings, sources=sources, metrics=metrics)
     prefix = settings.path_prefix.encode()
     clients = anyio.Semaphore(settings.max_clients) if settings.max_clients else None
@@ -93,7 +98,7 @@ def create_app(settings: Settings, *, sources: dict[str, Source] | None = None) 
         async with origin:
             app.state.origin = origin
             listener = None
-            if settings.prometheus_bind:
+            if settings.prometheus_bind and serve_metrics:
                 host, port = parse_bind(settings.prometheus_bind)
                 listener, _ = metrics.serve(host, port)
             monitor = asyncio.create_task(_watch_loop_lag(metrics))
@@ -108,7 +113,7 @@ def create_app(settings: Settings, *, sources: dict[str, Source] | None = None) 
                     listener.server_close()
 
     async def endpoint(request: Request) -> Response:
-        request_id = safe_request_id(request.headers.get("x-request-id"), uuid.uuid4().hex)
+        request_id = safe_request_id(request.headers.get("x-request-id"), _request_id())
         head = request.method == "HEAD"
         raw = request.scope.get("raw_path") or request.scope["path"].encode()
         raw = raw.split(b"?", 1)[0]
@@ -138,7 +143,7 @@ def create_app(settings: Settings, *, sources: dict[str, Source] | None = None) 
             metrics.requests_in_progress.dec()
         elapsed = time.monotonic() - started
         metrics.request_duration.observe(elapsed)
-        metrics.status_codes.labels(status=str(response.status_code)).inc()
+        metrics.status(response.status_code).inc()
         if error is not None:
             metrics.errors.labels(type=error.kind).inc()
         elif reply is not None and response.status_code == 200:
@@ -165,7 +170,7 @@ def create_app(settings: Settings, *, sources: dict[str, Source] | None = None) 
             image_request = ImageRequest(signature, "/" + rest, request.headers.get("accept", ""),
                                          deadline=time.monotonic() + settings.timeout,
                                          **_client_hints(request) if settings.enable_client_hints else {})
-            with anyio.fail_after(settings.timeout):
+            async with asyncio.timeout(settings.timeout):
                 if info:
                     facts = await origin.info(image_request)
                     body = json.dumps(facts, separators=(",", ":")).encode()
@@ -229,7 +234,7 @@ def create_app(settings: Settings, *, sources: dict[str, Source] | None = None) 
         status = exc.status_code if isinstance(exc, HTTPException) else 500
         error = ImgOriginError("method not allowed" if status == 405 else "not found", status_code=status)
         error.public_message = "Method not allowed" if status == 405 else "Not found"
-        response = _error_response(error, uuid.uuid4().hex, head=False)
+        response = _error_response(error, _request_id(), head=False)
         if status == 405:
             response.headers["Allow"] = "GET, HEAD"
         return response
@@ -256,6 +261,15 @@ class _Everything(BaseRoute):
         if scope["method"] not in ("GET", "HEAD"):
             raise HTTPException(status_code=405)
         await self.app(scope, receive, send)
+
+
+_REQUEST_IDS = itertools.count(1)
+_PROCESS_ID = secrets.token_hex(8)
+
+
+def _request_id() -> str:
+    """A new request id: this process's random prefix and a counter (unique without a uuid4 each)."""
+    return f"{_PROCESS_ID}{next(_REQUEST_IDS):016x}"
 
 
 def _health(request_id: str, *, head: bool, draining: bool) -> Response:
@@ -296,7 +310,8 @@ def _host(url: str) -> str | None:
 
 
 async def _watch_loop_lag(metrics: Metrics, interval: float = 0.25) -> None:
-    """Measure how late the event loop wakes up: a blocked loop shows here first."""
+    """Measure how late the event loop wakes up (a blocked loop shows here first), and sample libvips'
+    memory counters, so that a supervisor scraping several processes sees fresh values."""
     worst = 0.0
     loop = asyncio.get_running_loop()
     while True:
@@ -306,6 +321,7 @@ async def _watch_loop_lag(metrics: Metrics, interval: float = 0.25) -> None:
         worst = max(worst, lag)
         metrics.loop_lag.set(lag)
         metrics.loop_lag_max.set(worst)
+        metrics.sample_vips()
 
 
 def _etags(header: str) -> set[str]:

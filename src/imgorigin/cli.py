@@ -3,24 +3,18 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import os
 import secrets
-import signal
 import sys
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
 
 from . import __version__
 from .config import ConfigError, Settings, parse_bind, reference_markdown
 from .logs import configure as configure_logs
 from .urlbuilder import UrlBuilder
-
-if TYPE_CHECKING:
-    import hypercorn.config
 
 __all__ = ["main"]
 
@@ -128,43 +122,22 @@ def _serve(allow_unsigned: bool, dev: bool) -> int:
             return 2
         log.warning("SIGNING IS OFF: anyone can make this server fetch and process any allowed source")
 
-    import hypercorn.config
+    from .server import hypercorn_config, serve, supervise
 
-    from .app import create_app
-
-    app = create_app(settings)
-    config = hypercorn.config.Config()
-    host, port = parse_bind(settings.bind)
-    config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
-    config.accesslog = None
-    config.include_server_header = False
-    config.graceful_timeout = settings.graceful_stop_timeout
+    config = hypercorn_config(settings)
+    count = settings.process_count
     base = f"http://{config.bind[0].replace('0.0.0.0', '127.0.0.1')}{settings.path_prefix}"
-    print(f"imgorigin {__version__} serving on {base}", flush=True)
+    processes = f" ({count} processes)" if count > 1 else ""
+    print(f"imgorigin {__version__} serving on {base}{processes}", flush=True)
     if dev:
         _print_dev(settings, base)
-    asyncio.run(_run(app, config, settings.shutdown_delay))
+    if count > 1:
+        status = supervise(settings, config, count)
+    else:
+        serve(settings, config)
+        status = 0
     log.info("stopped")
-    return 0
-
-
-async def _run(app: Any, config: hypercorn.config.Config, shutdown_delay: float) -> None:
-    """Serve until SIGTERM/SIGINT, then drain: /health turns 503, the listener closes after
-    ``shutdown_delay``, and in-flight requests get ``config.graceful_timeout`` to finish."""
-    import hypercorn.asyncio
-
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-
-    async def drained() -> None:
-        await stop.wait()
-        app.state.origin.draining = True
-        log.info("draining: health reports 503; closing the listener in %.1fs", shutdown_delay)
-        await asyncio.sleep(shutdown_delay)
-
-    await hypercorn.asyncio.serve(app, config, shutdown_trigger=drained)
+    return status
 
 
 def _print_dev(settings: Settings, base: str) -> None:

@@ -17,6 +17,7 @@ from .formats import ImageFormat
 
 __all__ = [
     "DECODABLE",
+    "STREAMED",
     "ClientFeatures",
     "EncoderSettings",
     "choose_format",
@@ -50,6 +51,9 @@ _SAVERS: dict[ImageFormat, str] = {
 }
 
 DECODABLE = frozenset(_LOADERS)
+#: formats decoded from a stream while it downloads (their decoders read front to back; the others
+#: need the whole file, so they get bytes)
+STREAMED = frozenset({ImageFormat.JPEG, ImageFormat.PNG})
 
 
 def setup(concurrency: int = 1) -> frozenset[ImageFormat]:
@@ -57,7 +61,8 @@ def setup(concurrency: int = 1) -> frozenset[ImageFormat]:
     pyvips.cache_set_max(0)
     pyvips.concurrency_set(concurrency)
     pyvips.operation_block_set("VipsForeignLoad", True)
-    for loader in set(_LOADERS.values()):  # unblock exactly the buffer loaders we call, by class name
+    streamed = {_LOADERS[f].replace("_buffer", "_source") for f in STREAMED}
+    for loader in set(_LOADERS.values()) | streamed:  # unblock exactly the loaders we call, by class name
         pyvips.operation_block_set(pyvips.type_name(pyvips.type_find("VipsOperation", loader)), False)
     return encodable()
 
@@ -101,11 +106,17 @@ def sniff(data: bytes) -> ImageFormat:
     raise UnknownImageType("source bytes match no known image format")
 
 
-def load(data: bytes, fmt: ImageFormat, *, random_access: bool = False, **options: Any) -> pyvips.Image:
-    """Open ``data`` with the loader for ``fmt`` only (header now, pixels on demand)."""
+def load(data: bytes | pyvips.Source, fmt: ImageFormat, *, random_access: bool = False,
+         **options: Any) -> pyvips.Image:
+    """Open ``data`` (bytes, or a libvips source such as a download's pipe) with the loader for ``fmt``
+    only (header now, pixels on demand)."""
     loader = _LOADERS.get(fmt)
     if loader is None:
         raise UnknownImageType(f"no decoder for {fmt.value} sources")
+    if not isinstance(data, bytes):
+        if fmt not in STREAMED:
+            raise UnknownImageType(f"{fmt.value} sources are not decoded from a stream")
+        loader = loader.replace("_buffer", "_source")
     try:
         image = pyvips.Operation.call(loader, data, access="random" if random_access else "sequential",
                                       fail_on="truncated", **options)

@@ -19,15 +19,17 @@ import pyvips
 
 from . import placeholders, steps, svg
 from .cache import Rendered
-from .codec import ClientFeatures, EncoderSettings, choose_format, load, sniff
+from .codec import STREAMED, ClientFeatures, EncoderSettings, choose_format, load, sniff
 from .config import Settings
 from .errors import BrokenImage, InvalidImage, RequestTimeout
+from .feed import Feed
 from .finish import encode_within, fit_format, flatten, metadata, to_srgb, watermark
 from .formats import ImageFormat
 from .geometry import Plan, Size
 from .options import GravityType, Options
 
-__all__ = ["STEPS", "RenderConfig", "Step", "apply", "describe", "health_check", "render", "vips_memory"]
+__all__ = ["STEPS", "RenderConfig", "Step", "apply", "describe", "health_check", "render",
+           "vips_memory"]
 
 #: seconds an SVG may take to render when the request has no deadline of its own
 SVG_TIMEOUT = 10.0
@@ -95,19 +97,44 @@ def apply(image: pyvips.Image, plan: Plan, chain: Sequence[Step] = STEPS) -> pyv
     return image
 
 
-def render(data: bytes, options: Options, config: RenderConfig, client: ClientFeatures, *,
+def render(data: bytes | Feed, options: Options, config: RenderConfig, client: ClientFeatures, *,
            deadline: float | None = None) -> Rendered:
-    """Turn source bytes into the requested image; raises ImgOriginError subclasses.
+    """Turn source bytes, or a download still arriving, into the requested image; raises ImgOriginError
+    subclasses.
 
+    From a ``Feed``, JPEG and PNG are decoded while the rest downloads (unless the render must read the
+    source more than once, or it has all arrived already); other formats wait for the whole file. The
+    caller must check ``feed.error``: a failed download reads as a truncated file here.
     ``deadline`` (``time.monotonic()`` seconds) is enforced inside libvips: when it passes, the
     computation is killed, so a pathological image cannot keep a worker busy after its request ended.
     """
     try:
-        return _render(data, options, config, client, deadline)
+        if isinstance(data, Feed):
+            try:
+                return _render(*_open_feed(data, options), options, config, client, deadline)
+            finally:
+                data.abandon()
+        return _render(data, sniff(data), options, config, client, deadline)
     except pyvips.Error as exc:
         if deadline is not None and time.monotonic() > deadline:
             raise RequestTimeout("rendering stopped at the deadline") from exc
         raise BrokenImage(f"libvips: {exc}") from exc
+
+
+def _open_feed(feed: Feed, options: Options) -> tuple[bytes | pyvips.Source, ImageFormat]:
+    """The feed as a pipe libvips decodes as it arrives, or as bytes when streaming cannot help."""
+    fmt = sniff(feed.peek(4096))
+    rereads = _smart(options) or fmt in options.skip_processing
+    if fmt in STREAMED and not rereads and not feed.complete:
+        return feed.pipe(), fmt
+    return feed.read_all(), fmt
+
+
+def _smart(options: Options) -> bool:
+    """Whether smart gravity (which needs the whole decoded image, then a second decode) is asked for."""
+    return options.gravity.type is GravityType.SMART or (
+        options.crop is not None and options.crop.gravity is not None
+        and options.crop.gravity.type is GravityType.SMART)
 
 
 def _watch(image: pyvips.Image, deadline: float | None) -> pyvips.Image:
@@ -124,11 +151,12 @@ def _watch(image: pyvips.Image, deadline: float | None) -> pyvips.Image:
     return image
 
 
-def _render(data: bytes, options: Options, config: RenderConfig, client: ClientFeatures,
-            deadline: float | None) -> Rendered:
-    source_format = sniff(data)
+def _render(data: bytes | pyvips.Source, source_format: ImageFormat, options: Options, config: RenderConfig,
+            client: ClientFeatures, deadline: float | None) -> Rendered:
     vector = source_format is ImageFormat.SVG
     if vector:
+        if not isinstance(data, bytes):
+            raise BrokenImage("an SVG must be read whole")  # _open_feed never streams SVG
         data = svg.sanitize(data)  # no scripts, no entities, no external references, ever
         if options.format is ImageFormat.SVG:
             return Rendered(data, ImageFormat.SVG, 0, 0)
@@ -149,6 +177,7 @@ def _render(data: bytes, options: Options, config: RenderConfig, client: ClientF
                         available=config.available)
     animated = animated and fmt.supports_animation
     if source_format in options.skip_processing and options.format in (None, source_format):
+        assert isinstance(data, bytes)  # _open_feed reads a feed whole when skip_processing may apply
         return Rendered(data, source_format, header.width, header.height)
 
     strip_profile = config.strip_color_profile if options.strip_color_profile is None \
@@ -156,9 +185,7 @@ def _render(data: bytes, options: Options, config: RenderConfig, client: ClientF
     auto_rotate = config.auto_rotate if options.auto_rotate is None else options.auto_rotate
     max_dim = options.max_result_dimension if options.max_result_dimension is not None \
         else config.max_result_dimension
-    smart = options.gravity.type is GravityType.SMART or (
-        options.crop is not None and options.crop.gravity is not None
-        and options.crop.gravity.type is GravityType.SMART)
+    smart = _smart(options)
 
     if animated:
         image = load(data, source_format, random_access=True, n=pages)
@@ -248,12 +275,13 @@ def _orientation(image: pyvips.Image) -> int:
     return value if isinstance(value, int) and 1 <= value <= 8 else 1
 
 
-def _shrink_on_load(data: bytes, fmt: ImageFormat, image: pyvips.Image, plan: Plan, smart: bool,
-                    deadline: float | None) -> tuple[pyvips.Image, Plan]:
+def _shrink_on_load(data: bytes | pyvips.Source, fmt: ImageFormat, image: pyvips.Image, plan: Plan,
+                    smart: bool, deadline: float | None) -> tuple[pyvips.Image, Plan]:
     """Decode smaller when the result allows it: JPEG by 2/4/8, WebP by any factor. SVG is always
     rendered at the result's scale, in a child process that is killed at the deadline."""
     pre = plan.preshrink()
     if fmt is ImageFormat.SVG:
+        assert isinstance(data, bytes)  # SVG is never streamed
         remaining = (deadline - time.monotonic()) if deadline is not None else SVG_TIMEOUT
         if remaining <= 0:
             raise RequestTimeout("no time left to render the SVG")

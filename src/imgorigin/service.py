@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
 import functools
 import hashlib
 import logging
@@ -12,7 +13,7 @@ import time
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, replace
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Self, cast
 
 import anyio
 
@@ -31,21 +32,27 @@ from .codec import ClientFeatures, client_features, setup, sniff
 from .config import ConfigError, Settings
 from .errors import (
     BadSignature,
+    ImgOriginError,
     InvalidImage,
     InvalidURL,
+    RequestTimeout,
     SignatureLooksLikeOption,
     SourceError,
     TooManyRequests,
 )
+from .feed import Feed
 from .formats import ImageFormat
 from .metrics import Metrics
 from .options import Options, ParsePolicy, normalize_path, parse_path, to_path
 from .pipeline import RenderConfig, describe, render
 from .security import SourcePolicy, parse_allowed_networks
 from .signing import Verifier
-from .sources import Fetched, Source, build_sources, s3_config, scheme_of
+from .sources import Fetched, Source, Streamed, StreamingSource, build_sources, s3_config, scheme_of
 
 __all__ = ["ImageRequest", "Origin", "Reply"]
+
+#: accepted URLs remembered with their parsed options (about 2 KB each)
+_ACCEPTED_URLS = 4096
 
 log = logging.getLogger("imgorigin")
 
@@ -145,6 +152,7 @@ class Origin:
         self._limiter = anyio.CapacityLimiter(settings.workers)
         self._waiting = 0
         self._inflight: dict[str, asyncio.Task[_Outcome]] = {}
+        self._accepted: dict[tuple[str, str, float | None, int | None], tuple[Options, str, str]] = {}
         self._stack = AsyncExitStack()
 
     async def __aenter__(self) -> Self:
@@ -239,33 +247,46 @@ class Origin:
         width = round(request.width_hint / dpr) if request.width_hint else 0
         return Options(dpr=dpr, width=width)
 
-    def _checked(self, request: ImageRequest) -> tuple[Options, str]:
+    def _checked(self, request: ImageRequest) -> tuple[Options, str, str]:
+        """Options, source URL and canonical path of an allowed request. Accepted URLs are remembered
+        (a hot URL is verified and parsed once, not on every cache hit); only expiry is checked again."""
+        memo = (request.signature, request.path, request.dpr_hint, request.width_hint)
+        known = self._accepted.get(memo)
+        if known is not None:
+            expires = known[0].expires
+            if expires > 0 and expires < time.time():
+                raise InvalidURL(f"expired URL (expires={expires})")
+            return known
         options, source_url = self.parse(request)
         scheme = scheme_of(source_url)
         if scheme not in self.sources:
             raise SourceError(f"no source handles {scheme!r} URLs")
         self.policy.check_url(source_url)
-        return options, source_url
+        known = (options, source_url, to_path(options, source_url))
+        if len(self._accepted) >= _ACCEPTED_URLS:
+            del self._accepted[next(iter(self._accepted))]  # the oldest
+        self._accepted[memo] = known
+        return known
 
     # --- images ----------------------------------------------------------------------------------
 
     async def image(self, request: ImageRequest) -> Reply:
         """Answer one image request from a cache, or by fetching and rendering once for all callers."""
-        options, source_url = self._checked(request)
+        options, source_url, canonical = self._checked(request)
         if options.raw:
             return await self._raw(options, source_url)
         client = self._client(request.accept)
         variant = [f"webp={int(client.webp)},avif={int(client.avif)}"] if "Accept" in self.vary else []
         if self.settings.enable_client_hints:
             variant.append(f"dpr={request.dpr_hint},width={request.width_hint}")
-        key = cache_key(to_path(options, source_url), ";".join(variant))
+        key = cache_key(canonical, ";".join(variant))
         rendered = await self.memory.get(key)
         if rendered is not None:
-            self.metrics.cache_hits.labels(tier="memory").inc()
+            self.metrics.hits["memory"].inc()
             return Reply(rendered, options, source_url, self.vary, "hit")
         rendered = await self.cache.get(key)
         if rendered is not None:
-            self.metrics.cache_hits.labels(tier="disk").inc()
+            self.metrics.hits["disk"].inc()
             await self.memory.set(key, rendered)
             return Reply(rendered, options, source_url, self.vary, "hit")
         outcome = await self._coalesced(_Job(key, options, source_url, client, request.deadline))
@@ -297,7 +318,7 @@ class Origin:
         if self.shared is not None:
             rendered = await self.shared.get(job.key)
             if rendered is not None:
-                self.metrics.cache_hits.labels(tier="shared").inc()
+                self.metrics.hits["shared"].inc()
                 await self.memory.set(job.key, rendered)
                 await self.cache.set(job.key, rendered)
                 return _Outcome(rendered, "shared")
@@ -306,14 +327,13 @@ class Origin:
         self.metrics.image_started()
         try:
             try:
-                fetched = await self._fetch(job.source_url, self._max_bytes(job.options))
+                rendered = await self._fetch_and_render(job)
             except SourceError as exc:
                 if self.fallback is None:
                     raise
                 log.info("serving the fallback image for %s: %s", job.source_url, exc)
                 rendered = await self._render(job, Fetched(self.fallback))
                 return _Outcome(rendered, "bypass", fallback_status=exc.status_code)
-            rendered = await self._render(job, fetched)
         finally:
             self._limiter.release()
             self.metrics.image_finished()
@@ -331,7 +351,7 @@ class Origin:
         source = self.sources[scheme_of(source_url)]
 
         async def fetch() -> Fetched:
-            with self.metrics.span_duration.labels(span="downloading_source_image").time():
+            with self.metrics.spans["downloading_source_image"].time():
                 fetched = await source.fetch(source_url, max_bytes=max_bytes)
             self.metrics.source_fetches.inc()
             self.metrics.source_bytes.inc(len(fetched.data))
@@ -358,19 +378,78 @@ class Origin:
                 await self._limiter.acquire()
             finally:
                 self._waiting -= 1
-        self.metrics.span_duration.labels(span="queue").observe(time.monotonic() - started)
+        self.metrics.spans["queue"].observe(time.monotonic() - started)
+
+    async def _fetch_and_render(self, job: _Job) -> Rendered:
+        """Fetch the source and render it: decoding as it downloads where the source can stream."""
+        source = self.sources[scheme_of(job.source_url)]
+        max_bytes = self._max_bytes(job.options)
+        if self.settings.stream_sources and self.source_cache is None and hasattr(source, "stream"):
+            return await self._render_streamed(job, cast(StreamingSource, source), max_bytes)
+        return await self._render(job, await self._fetch(job.source_url, max_bytes))
 
     async def _render(self, job: _Job, fetched: Fetched) -> Rendered:
         """Render ``fetched`` in a worker thread (the caller holds a worker slot)."""
-        assert self.render_config is not None
-        with self.metrics.span_duration.labels(span="processing_image").time():
-            rendered = await anyio.to_thread.run_sync(functools.partial(
-                render, fetched.data, job.options, self.render_config, job.client, deadline=job.deadline))
-        self.metrics.renders.inc()
+        rendered = await self._rendered(job, fetched.data)
         version = fetched.etag or fetched.last_modified or hashlib.sha256(fetched.data).hexdigest()
-        etag = '"' + hashlib.sha256(f"{job.key}\n{version}".encode()).hexdigest()[:40] + '"'
-        return Rendered(rendered.data, rendered.format, rendered.width, rendered.height, etag,
-                        fetched.last_modified)
+        return _stamped(job.key, rendered, version, fetched.last_modified)
+
+    async def _rendered(self, job: _Job, data: bytes | Feed) -> Rendered:
+        assert self.render_config is not None
+        with self.metrics.spans["processing_image"].time():
+            rendered = await anyio.to_thread.run_sync(functools.partial(
+                render, data, job.options, self.render_config, job.client, deadline=job.deadline))
+        self.metrics.renders.inc()
+        return rendered
+
+    async def _render_streamed(self, job: _Job, source: StreamingSource, max_bytes: int) -> Rendered:
+        """Render while the source downloads. The result counts only once the whole body has arrived
+        within its cap; a download that fails midway fails the request with the download's error."""
+        started = time.monotonic()
+        opened = False
+        try:
+            async with source.stream(job.source_url, max_bytes=max_bytes) as body:
+                opened = True  # from here on, the pump times the download
+                feed = Feed(job.deadline)
+                pump = asyncio.create_task(self._pump(body, feed, started))
+                try:
+                    rendered = await self._rendered(job, feed)
+                    await pump
+                except ImgOriginError as exc:
+                    if feed.error is not None:
+                        raise _download_error(feed.error) from exc
+                    raise
+                finally:
+                    if not pump.done():
+                        pump.cancel()
+                        with contextlib.suppress(asyncio.CancelledError):
+                            await pump
+                if feed.error is not None:
+                    raise _download_error(feed.error)
+        except BaseException:
+            if not opened:
+                self.metrics.spans["downloading_source_image"].observe(time.monotonic() - started)
+            raise
+        return _stamped(job.key, rendered, body.etag or body.last_modified or feed.digest, body.last_modified)
+
+    async def _pump(self, body: Streamed, feed: Feed, started: float) -> None:
+        """Hand the body to ``feed`` as it arrives; a failure is recorded in the feed, not raised."""
+        size = 0
+        try:
+            async for chunk in body.chunks:
+                feed.put(chunk)
+                size += len(chunk)
+        except ImgOriginError as exc:
+            feed.fail(exc)
+            return
+        except asyncio.CancelledError:
+            feed.fail(SourceError("the download was stopped"))
+            raise
+        finally:
+            self.metrics.spans["downloading_source_image"].observe(time.monotonic() - started)
+        feed.close()
+        self.metrics.source_fetches.inc()
+        self.metrics.source_bytes.inc(size)
 
     async def _raw(self, options: Options, source_url: str) -> Reply:
         """``raw:1``: the source's bytes as they are (an image type we recognise), never cached."""
@@ -384,7 +463,7 @@ class Origin:
 
     async def info(self, request: ImageRequest) -> dict[str, Any]:
         """Facts about the source and a placeholder for pages to paint before the image loads."""
-        options, source_url = self._checked(request)
+        options, source_url, _ = self._checked(request)
         fetched = await self._fetch(source_url, self._max_bytes(options))
         assert self.render_config is not None
         await self._worker()
@@ -392,6 +471,19 @@ class Origin:
             return await anyio.to_thread.run_sync(describe, fetched.data, self.render_config)
         finally:
             self._limiter.release()
+
+
+def _stamped(key: str, rendered: Rendered, version: str, last_modified: str | None) -> Rendered:
+    """``rendered`` with its strong ETag (the variant's key and the source's version) and Last-Modified."""
+    etag = '"' + hashlib.sha256(f"{key}\n{version}".encode()).hexdigest()[:40] + '"'
+    return Rendered(rendered.data, rendered.format, rendered.width, rendered.height, etag, last_modified)
+
+
+def _download_error(error: BaseException) -> ImgOriginError:
+    """The request's error for a download that stopped: its own, or a timeout at the deadline."""
+    if isinstance(error, ImgOriginError):
+        return error
+    return RequestTimeout(f"the source did not arrive in time: {error}")
 
 
 @dataclass(frozen=True, slots=True)

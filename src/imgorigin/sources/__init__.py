@@ -6,6 +6,8 @@ means writing a class with ``fetch`` and ``aclose`` and adding it there.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 from urllib.parse import urlsplit
@@ -17,7 +19,7 @@ if TYPE_CHECKING:
     from ..security import SourcePolicy
     from .s3 import S3Config
 
-__all__ = ["Fetched", "Source", "build_sources", "s3_config", "scheme_of"]
+__all__ = ["Fetched", "Source", "Streamed", "StreamingSource", "build_sources", "s3_config", "scheme_of"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,6 +30,24 @@ class Fetched:
     content_type: str | None = None
     etag: str | None = None
     last_modified: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Streamed:
+    """A source's answer whose body is still arriving: ``chunks`` yields it (capped) as it comes."""
+
+    chunks: AsyncIterator[bytes]
+    content_type: str | None = None
+    etag: str | None = None
+    last_modified: str | None = None
+
+
+class StreamingSource(Protocol):
+    """A source that can hand over a body while it downloads (the slow, remote ones: http)."""
+
+    def stream(self, url: str, *, max_bytes: int) -> AbstractAsyncContextManager[Streamed]:
+        """The answer of ``url`` once its headers are checked; raises SourceError or InvalidImage."""
+        ...
 
 
 class Source(Protocol):

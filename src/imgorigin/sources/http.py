@@ -4,14 +4,14 @@ Every name is resolved by ``GuardedResolver``, which drops addresses the policy 
 only checked ones, so the connection goes to exactly what was checked (no second lookup for DNS
 rebinding to exploit). IP literals, which aiohttp never resolves, are checked before connecting.
 Redirects are followed by hand so each hop is checked again. Bodies are capped as they stream, after
-content decoding.
+content decoding, and can be consumed as they arrive (``stream``) so decoding starts before the end.
 """
 
 from __future__ import annotations
 
 import socket
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 from urllib.parse import urljoin, urlsplit
 
 import aiohttp
@@ -29,7 +29,7 @@ from ..errors import (
     SourceUnavailable,
 )
 from ..security import AddressBlocked, SourcePolicy
-from . import Fetched
+from . import Fetched, Streamed
 
 __all__ = ["GuardedResolver", "HttpSource"]
 
@@ -86,22 +86,34 @@ class HttpSource:
 
     async def fetch(self, url: str, *, max_bytes: int) -> Fetched:
         """The body of ``url``, following redirects; every hop checked against the policy."""
+        async with self.stream(url, max_bytes=max_bytes) as body:
+            data = b"".join([chunk async for chunk in body.chunks])
+        return Fetched(data, content_type=body.content_type, etag=body.etag, last_modified=body.last_modified)
+
+    @asynccontextmanager
+    async def stream(self, url: str, *, max_bytes: int) -> AsyncIterator[Streamed]:
+        """The answer of ``url`` (redirects followed, every hop checked) once its status and headers are
+        known; its body arrives through ``chunks``, capped at ``max_bytes`` as it streams."""
         session = self._client()
-        for _ in range(self._max_redirects + 1):
-            self._check(url)
-            with _mapped_errors(url):
-                async with session.get(url, headers=self._headers, allow_redirects=False) as response:
+        async with AsyncExitStack() as stack:
+            for _ in range(self._max_redirects + 1):
+                self._check(url)
+                with _mapped_errors(url):
+                    response = await stack.enter_async_context(
+                        session.get(url, headers=self._headers, allow_redirects=False))
                     if response.status in _REDIRECTS and "Location" in response.headers:
+                        response.release()
                         url = urljoin(url, response.headers["Location"])
                         continue
                     _check_status(url, response.status)
                     if max_bytes and (response.content_length or 0) > max_bytes:
                         raise InvalidImage(f"{url!r} declares {response.content_length} bytes, "
                                            f"over the {max_bytes} byte limit")
-                    data = await _read_capped(response, max_bytes)
-                    return Fetched(data, content_type=response.headers.get("Content-Type"),
-                                   etag=response.headers.get("ETag"),
-                                   last_modified=response.headers.get("Last-Modified"))
+                yield Streamed(_read_capped(response, max_bytes, url),
+                               content_type=response.headers.get("Content-Type"),
+                               etag=response.headers.get("ETag"),
+                               last_modified=response.headers.get("Last-Modified"))
+                return
         raise SourceError(f"too many redirects fetching {url!r}")
 
     def _check(self, url: str) -> None:
@@ -126,15 +138,15 @@ class HttpSource:
             self._session = None
 
 
-async def _read_capped(response: aiohttp.ClientResponse, max_bytes: int) -> bytes:
-    chunks: list[bytes] = []
+async def _read_capped(response: aiohttp.ClientResponse, max_bytes: int, url: str) -> AsyncIterator[bytes]:
+    """The body as it arrives (after content decoding); InvalidImage past ``max_bytes``."""
     size = 0
-    async for chunk in response.content.iter_chunked(_CHUNK):
-        size += len(chunk)
-        if max_bytes and size > max_bytes:
-            raise InvalidImage(f"source body over the {max_bytes} byte limit")
-        chunks.append(chunk)
-    return b"".join(chunks)
+    with _mapped_errors(url):
+        async for chunk in response.content.iter_chunked(_CHUNK):
+            size += len(chunk)
+            if max_bytes and size > max_bytes:
+                raise InvalidImage(f"source body over the {max_bytes} byte limit")
+            yield chunk
 
 
 def _check_status(url: str, status: int) -> None:

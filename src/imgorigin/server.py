@@ -1,0 +1,226 @@
+"""Running the application under hypercorn: in this process, or as a supervisor of N processes.
+
+With ``IMGORIGIN_PROCESSES`` > 1 the supervisor checks the address is free and starts N server
+processes (``spawn``, so no libvips state is ever forked), each listening on it with SO_REUSEPORT. Each
+gets its share of the worker, queue, client and memory-cache budgets (``Settings.for_process``); the
+disk cache and the shared result tier are common to all. The supervisor serves the metrics of all of
+them combined, forwards SIGTERM and SIGINT (each process drains as a single server does), restarts a
+process that dies unexpectedly, and exits 0 when every process has stopped cleanly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import logging
+import multiprocessing
+import os
+import shutil
+import signal
+import socket
+import sys
+import tempfile
+import time
+from multiprocessing.connection import wait
+from multiprocessing.process import BaseProcess
+from types import FrameType
+from typing import Any
+
+import hypercorn.config
+from hypercorn.asyncio.run import worker_serve
+from hypercorn.config import Sockets
+from hypercorn.utils import wrap_app
+
+from .app import create_app
+from .config import Settings, parse_bind
+from .logs import configure as configure_logs
+from .metrics import forget_process, serve_combined
+
+__all__ = ["hypercorn_config", "serve", "supervise"]
+
+log = logging.getLogger("imgorigin")
+
+#: a process that dies this soon after starting, this many times in a row, is not restarted again
+_QUICK_DEATH = 5.0
+_QUICK_DEATHS_ALLOWED = 5
+
+
+def hypercorn_config(settings: Settings) -> hypercorn.config.Config:
+    """hypercorn's configuration for ``settings``: the bind address, no logging of its own (its messages
+    go through ours), no ``Server`` header, and the graceful stop timeout."""
+    config = hypercorn.config.Config()
+    host, port = parse_bind(settings.bind)
+    config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
+    config.accesslog = None
+    config.errorlog = None  # its messages reach our handlers (JSON) through the logger tree instead
+    config.include_server_header = False
+    config.graceful_timeout = settings.graceful_stop_timeout
+    return config
+
+
+def serve(settings: Settings, config: hypercorn.config.Config) -> None:
+    """Serve ``settings`` in this process until SIGTERM/SIGINT, then drain."""
+    asyncio.run(_serve_app(create_app(settings), config, settings.shutdown_delay))
+
+
+async def _serve_app(app: Any, config: hypercorn.config.Config, shutdown_delay: float,
+                     sockets: Any = None) -> None:
+    """Serve until SIGTERM/SIGINT, then drain: /health turns 503, the listener closes after
+    ``shutdown_delay``, and in-flight requests get ``config.graceful_timeout`` to finish."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+    async def drained() -> None:
+        await stop.wait()
+        app.state.origin.draining = True
+        log.info("draining: health reports 503; closing the listener in %.1fs", shutdown_delay)
+        await asyncio.sleep(shutdown_delay)
+
+    await worker_serve(wrap_app(app, config.wsgi_max_body_size, None), config, sockets=sockets,
+                       shutdown_trigger=drained)
+
+
+def _die_with_parent() -> None:
+    """Ask Linux to send this process SIGTERM when its supervisor dies (so none is left orphaned)."""
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def _listener(bind: str, backlog: int, *, reuse_port: bool) -> socket.socket:
+    """A listening TCP socket on ``bind``; with ``reuse_port``, one of a SO_REUSEPORT group, among which
+    the kernel spreads new connections evenly (a shared socket would let whichever process wakes first
+    take a whole burst of connections)."""
+    host, port = parse_bind(bind)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((host or ("::" if family == socket.AF_INET6 else "0.0.0.0"), port))
+        sock.listen(backlog)
+        sock.setblocking(False)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def _process_main(settings: Settings, index: int, count: int, config: hypercorn.config.Config) -> None:
+    """One server process: its own SO_REUSEPORT listener, its share of the budgets, no metrics listener
+    of its own."""
+    _die_with_parent()
+    configure_logs(settings.log_format, settings.log_level)
+    share = settings.for_process(index, count)
+    app = create_app(share, server_workers=settings.workers, serve_metrics=False)
+    sockets = Sockets([], [_listener(settings.bind, config.backlog, reuse_port=True)], [])
+    asyncio.run(_serve_app(app, config, settings.shutdown_delay, sockets))
+
+
+class _Supervisor:
+    """Starts, watches, restarts and stops the server processes."""
+
+    def __init__(self, settings: Settings, config: hypercorn.config.Config, count: int) -> None:
+        self.settings = settings
+        self.config = config
+        self.count = count
+        self.context = multiprocessing.get_context("spawn")
+        _listener(settings.bind, 1, reuse_port=False).close()  # the address must be free: fail here, once
+        self.processes: dict[int, BaseProcess] = {}
+        self.started: dict[int, float] = {}
+        self.quick_deaths = 0
+        self.stopping = False
+        self.metrics_dir: str | None = None
+
+    def start(self, index: int) -> None:
+        process = self.context.Process(
+            target=_process_main, name=f"imgorigin-{index}",
+            args=(self.settings, index, self.count, self.config))
+        process.start()
+        self.processes[index] = process
+        self.started[index] = time.monotonic()
+
+    def stop(self, signum: int, frame: FrameType | None) -> None:
+        if not self.stopping:
+            log.info("stopping: draining %d processes", len(self.processes))
+        self.stopping = True
+        for process in self.processes.values():
+            if process.pid is not None and process.exitcode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(process.pid, signal.SIGTERM)
+
+    def reap(self) -> bool:
+        """Restart processes that died while serving; False when they keep dying at start."""
+        for index, process in list(self.processes.items()):
+            if process.exitcode is None:
+                continue
+            process.join()
+            self._forget(process)
+            if self.stopping:
+                continue
+            quick = time.monotonic() - self.started[index] < _QUICK_DEATH
+            self.quick_deaths = self.quick_deaths + 1 if quick else 0
+            log.error("server process %d (pid %s) exited with %s; starting a new one",
+                      index, process.pid, process.exitcode)
+            if self.quick_deaths >= _QUICK_DEATHS_ALLOWED:
+                log.error("server processes keep exiting at start; giving up")
+                return False
+            self.start(index)
+        return True
+
+    def _forget(self, process: BaseProcess) -> None:
+        """Drop a dead process's live gauges from the combined metrics."""
+        if self.metrics_dir is not None and process.pid is not None:
+            forget_process(self.metrics_dir, process.pid)
+
+    def run(self) -> int:
+        listener = None
+        if self.settings.prometheus_bind:
+            self.metrics_dir = tempfile.mkdtemp(prefix="imgorigin-metrics-")
+            os.environ["PROMETHEUS_MULTIPROC_DIR"] = self.metrics_dir  # inherited by spawned processes
+            host, port = parse_bind(self.settings.prometheus_bind)
+            listener, _ = serve_combined(self.metrics_dir, host, port)
+        signal.signal(signal.SIGTERM, self.stop)
+        signal.signal(signal.SIGINT, self.stop)
+        failed = False
+        try:
+            for index in range(self.count):
+                self.start(index)
+            while not self.stopping:
+                wait([p.sentinel for p in self.processes.values()], timeout=1.0)
+                if not self.stopping and not self.reap():
+                    failed = True
+                    self.stop(signal.SIGTERM, None)
+            failed = not self._join_all() or failed
+        finally:
+            if listener is not None:
+                listener.shutdown()
+                listener.server_close()
+            if self.metrics_dir is not None:
+                shutil.rmtree(self.metrics_dir, ignore_errors=True)
+        return 1 if failed else 0
+
+    def _join_all(self) -> bool:
+        """Wait for every process to drain (then kill stragglers); True if all exited with 0."""
+        grace = self.settings.graceful_stop_timeout + self.settings.shutdown_delay + 10.0
+        deadline = time.monotonic() + grace
+        clean = True
+        for process in self.processes.values():
+            process.join(max(0.0, deadline - time.monotonic()))
+            if process.exitcode is None:
+                log.error("server process pid %s did not stop in %.0fs; killing it", process.pid, grace)
+                process.kill()
+                process.join()
+            clean = clean and process.exitcode == 0
+        return clean
+
+
+def supervise(settings: Settings, config: hypercorn.config.Config, count: int) -> int:
+    """Serve with ``count`` processes sharing one listener; returns the exit status."""
+    if sys.platform != "linux":
+        log.warning("IMGORIGIN_PROCESSES > 1 is tested on Linux only")
+    return _Supervisor(settings, config, count).run()
