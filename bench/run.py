@@ -42,17 +42,10 @@ VENV_PY = ROOT / ".venv" / "bin" / "python"
 WORK = ROOT / ".bench"
 
 
-def _reexec_in_venv() -> None:
-    """Run under the repository's .venv (pyvips, imgorigin); create it with ``make install`` if missing."""
-    if Path(sys.prefix).resolve() == (ROOT / ".venv").resolve():
-        return
-    if not VENV_PY.exists():
-        subprocess.run(["make", "-C", str(ROOT), "install"], check=True)
-    os.execv(str(VENV_PY), [str(VENV_PY), str(Path(__file__).resolve()), *sys.argv[1:]])
-
-
-_reexec_in_venv()
 sys.path.insert(0, str(BENCH))
+import benchenv  # noqa: E402
+
+benchenv.reexec(__file__)
 
 import pyvips  # noqa: E402
 
@@ -191,7 +184,9 @@ class Harness:
         if system == "imgorigin":
             env.update({
                 "IMGORIGIN_BIND": f"127.0.0.1:{port}", "IMGORIGIN_KEY": self.key, "IMGORIGIN_SALT": self.salt,
-                "IMGORIGIN_WORKERS": str(PROCESSES), "IMGORIGIN_LOCAL_FILESYSTEM_ROOT": str(self.corpus),
+                "IMGORIGIN_WORKERS": str(self.args.imgorigin_workers),
+                "IMGORIGIN_PROCESSES": str(self.args.imgorigin_processes),
+                "IMGORIGIN_LOCAL_FILESYSTEM_ROOT": str(self.corpus),
                 "IMGORIGIN_LOG_LEVEL": "error", "PYTHONUNBUFFERED": "1",
             })
             if variant == "cache":
@@ -468,8 +463,10 @@ def render_markdown(doc: dict[str, Any]) -> str:
         + f", {a['warmup']:g} s warm-up then {a['duration']:g} s measured per system and workload,"
         f" {a['rounds']} round(s) (median), systems interleaved. The load generator runs on the same"
         " machine and takes CPU from the servers (the raw loop has no such client).",
-        f"- Process model: imgorigin is **one process** (hypercorn + asyncio) with `IMGORIGIN_WORKERS={PROCESSES}`"
-        f" (images processed at once, in threads, `VIPS_CONCURRENCY=1`); the raw loop runs {PROCESSES}"
+        f"- Process model: imgorigin runs `IMGORIGIN_PROCESSES={a.get('imgorigin_processes', 1)}` (hypercorn +"
+        f" asyncio each, sharing one listener; a supervisor process on top when more than one) with"
+        f" `IMGORIGIN_WORKERS={a.get('imgorigin_workers', PROCESSES)}` in all (images processed at once, in"
+        f" threads, `VIPS_CONCURRENCY=1`); the raw loop runs {PROCESSES}"
         f" processes; `thumbor` runs `--processes {PROCESSES}` (tornado forks, `ENGINE_THREADPOOL_SIZE=0`);"
         f" `thumbor-threads` is one process with `ENGINE_THREADPOOL_SIZE={PROCESSES}`; nginx runs"
         f" {PROCESSES} workers.",
@@ -530,6 +527,13 @@ def render_markdown(doc: dict[str, Any]) -> str:
               ".venv/bin/python bench/run.py --quick            # smoke run, 3 s each",
               ".venv/bin/python bench/run.py --workloads W1,W2,W4 --duration 10",
               "```", "", f"Command of this run: `{doc['command']}`", ""]
+    for title, path in (("Streaming decode (`bench/stream.py`)", WORK / "stream-latest.md"),
+                        ("Soak (`bench/soak.py`)", WORK / "soak-latest.md")):
+        lines += [f"## {title}", ""]
+        lines += [path.read_text().rstrip(), ""] if path.exists() else ["Not run on this machine yet.", ""]
+    notes = BENCH / "NOTES.md"
+    if notes.exists():
+        lines += [notes.read_text().rstrip(), ""]
     return "\n".join(lines)
 
 
@@ -542,6 +546,10 @@ def main() -> int:
     parser.add_argument("--workloads", default=",".join(DEFAULT_ORDER))
     parser.add_argument("--systems", default=",".join(ALL_SYSTEMS))
     parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--imgorigin-processes", type=int, default=PROCESSES,
+                        help=f"IMGORIGIN_PROCESSES of the imgorigin server ({PROCESSES})")
+    parser.add_argument("--imgorigin-workers", type=int, default=PROCESSES,
+                        help=f"IMGORIGIN_WORKERS (all processes together) ({PROCESSES})")
     parser.add_argument("--connections", type=int, default=CONNECTIONS)
     parser.add_argument("--wrk-threads", type=int, default=2)
     parser.add_argument("--loadgen", choices=["auto", "wrk", "python"], default="auto")
@@ -622,7 +630,9 @@ def main() -> int:
         "corpus": str(corpus),
         "settings": {"duration": args.duration, "warmup": args.warmup, "rounds": args.rounds,
                      "connections": args.connections, "wrk_threads": args.wrk_threads,
-                     "loadgen": args.loadgen, "processes": PROCESSES},
+                     "loadgen": args.loadgen, "processes": PROCESSES,
+                     "imgorigin_processes": args.imgorigin_processes,
+                     "imgorigin_workers": args.imgorigin_workers},
         "workloads": [{"name": w.name, "title": w.title, "kind": w.kind, "notes": w.notes,
                        "verified": verified[w.name],
                        "systems": {s: summarise(rs) for s, rs in results[w.name].items()},
