@@ -37,7 +37,7 @@ from .config import Settings, parse_bind
 from .logs import configure as configure_logs
 from .metrics import forget_process, serve_combined
 
-__all__ = ["hypercorn_config", "serve", "supervise"]
+__all__ = ["hypercorn_config", "limit_malloc_arenas", "serve", "supervise"]
 
 log = logging.getLogger("imgorigin")
 
@@ -61,7 +61,19 @@ def hypercorn_config(settings: Settings) -> hypercorn.config.Config:
 
 def serve(settings: Settings, config: hypercorn.config.Config) -> None:
     """Serve ``settings`` in this process until SIGTERM/SIGINT, then drain."""
+    limit_malloc_arenas()
     asyncio.run(_serve_app(create_app(settings), config, settings.shutdown_delay))
+
+
+def limit_malloc_arenas(arenas: int = 2) -> None:
+    """Cap glibc's malloc arenas (as MALLOC_ARENA_MAX=2 would) unless MALLOC_ARENA_MAX is set: with one
+    arena per thread, libvips' threads keep freed memory apart and RSS grows (measured by
+    ``bench/choices.py``: 117 MB against 172 MB with glibc's default, at the same throughput). Call it
+    before threads start; without glibc it does nothing."""
+    if "MALLOC_ARENA_MAX" in os.environ or not sys.platform.startswith("linux"):
+        return
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None).mallopt(-8, arenas)  # M_ARENA_MAX
 
 
 async def _serve_app(app: Any, config: hypercorn.config.Config, shutdown_delay: float,
@@ -114,6 +126,7 @@ def _process_main(settings: Settings, index: int, count: int, config: hypercorn.
     """One server process: its own SO_REUSEPORT listener, its share of the budgets, no metrics listener
     of its own."""
     _die_with_parent()
+    limit_malloc_arenas()
     configure_logs(settings.log_format, settings.log_level)
     share = settings.for_process(index, count)
     app = create_app(share, server_workers=settings.workers, serve_metrics=False)
