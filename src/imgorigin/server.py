@@ -84,6 +84,8 @@ async def _serve_app(app: Any, config: hypercorn.config.Config, shutdown_delay: 
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    if _early_stop:
+        stop.set()  # a stop asked for while the process was still starting
 
     async def drained() -> None:
         await stop.wait()
@@ -122,9 +124,19 @@ def _listener(bind: str, backlog: int, *, reuse_port: bool) -> socket.socket:
     return sock
 
 
+_early_stop = False
+
+
+def _remember_stop(signum: int, frame: FrameType | None) -> None:
+    global _early_stop  # set by a signal before the event loop exists
+    _early_stop = True
+
+
 def _process_main(settings: Settings, index: int, count: int, config: hypercorn.config.Config) -> None:
     """One server process: its own SO_REUSEPORT listener, its share of the budgets, no metrics listener
-    of its own."""
+    of its own. A SIGTERM during start-up is kept and honoured (a clean, drained exit) once serving."""
+    signal.signal(signal.SIGTERM, _remember_stop)
+    signal.signal(signal.SIGINT, _remember_stop)
     _die_with_parent()
     limit_malloc_arenas()
     configure_logs(settings.log_format, settings.log_level)
@@ -228,7 +240,8 @@ class _Supervisor:
                 log.error("server process pid %s did not stop in %.0fs; killing it", process.pid, grace)
                 process.kill()
                 process.join()
-            clean = clean and process.exitcode == 0
+            # killed by our SIGTERM before it installed its handler: it was still starting, serving nothing
+            clean = clean and process.exitcode in (0, -signal.SIGTERM)
         return clean
 
 
