@@ -1,7 +1,8 @@
 """Running the application under hypercorn: in this process, or as a supervisor of N processes.
 
 With ``IMGORIGIN_PROCESSES`` > 1 the supervisor checks the address is free and starts N server
-processes (``spawn``, so no libvips state is ever forked), each listening on it with SO_REUSEPORT. Each
+processes (fresh interpreters, so no libvips state is ever forked), each listening on it with
+SO_REUSEPORT. Each
 gets its share of the worker, queue, client and memory-cache budgets (``Settings.for_process``); the
 disk cache and the shared result tier are common to all. The supervisor serves the metrics of all of
 them combined, forwards SIGTERM and SIGINT (each process drains as a single server does), restarts a
@@ -14,16 +15,16 @@ import asyncio
 import contextlib
 import ctypes
 import logging
-import multiprocessing
 import os
+import pickle
+import select
 import shutil
 import signal
 import socket
+import subprocess
 import sys
 import tempfile
 import time
-from multiprocessing.connection import wait
-from multiprocessing.process import BaseProcess
 from types import FrameType
 from typing import Any
 
@@ -32,12 +33,11 @@ from hypercorn.asyncio.run import worker_serve
 from hypercorn.config import Sockets
 from hypercorn.utils import wrap_app
 
-from .app import create_app
 from .config import Settings, parse_bind
 from .logs import configure as configure_logs
 from .metrics import forget_process, serve_combined
 
-__all__ = ["hypercorn_config", "limit_malloc_arenas", "serve", "supervise"]
+__all__ = ["hypercorn_config", "limit_malloc_arenas", "process_entry", "serve", "supervise"]
 
 log = logging.getLogger("imgorigin")
 
@@ -61,6 +61,8 @@ def hypercorn_config(settings: Settings) -> hypercorn.config.Config:
 
 def serve(settings: Settings, config: hypercorn.config.Config) -> None:
     """Serve ``settings`` in this process until SIGTERM/SIGINT, then drain."""
+    from .app import create_app  # here, not at import: the supervisor never loads libvips or starlette
+
     limit_malloc_arenas()
     asyncio.run(_serve_app(create_app(settings), config, settings.shutdown_delay))
 
@@ -113,6 +115,7 @@ def _listener(bind: str, backlog: int, *, reuse_port: bool) -> socket.socket:
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # accepted sockets inherit it
         if reuse_port:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind((host or ("::" if family == socket.AF_INET6 else "0.0.0.0"), port))
@@ -139,6 +142,8 @@ def _process_main(settings: Settings, index: int, count: int, config: hypercorn.
     signal.signal(signal.SIGINT, _remember_stop)
     _die_with_parent()
     limit_malloc_arenas()
+    from .app import create_app
+
     configure_logs(settings.log_format, settings.log_level)
     share = settings.for_process(index, count)
     app = create_app(share, server_workers=settings.workers, serve_metrics=False)
@@ -146,35 +151,63 @@ def _process_main(settings: Settings, index: int, count: int, config: hypercorn.
     asyncio.run(_serve_app(app, config, settings.shutdown_delay, sockets))
 
 
+class _Process:
+    """One server process: a fresh interpreter that reads its arguments (pickled) from stdin."""
+
+    def __init__(self, index: int, payload: bytes) -> None:
+        self.index = index
+        self.started = time.monotonic()
+        self.popen = subprocess.Popen(
+            [sys.executable, "-c", "from imgorigin.server import process_entry; process_entry()"],
+            stdin=subprocess.PIPE)
+        assert self.popen.stdin is not None
+        self.popen.stdin.write(payload)
+        self.popen.stdin.close()
+        self.pid = self.popen.pid
+        #: readable when the process exits (Linux pidfd); None: poll instead
+        self.fd: int | None = os.pidfd_open(self.pid) if hasattr(os, "pidfd_open") else None
+
+    @property
+    def exitcode(self) -> int | None:
+        """The exit status (negative: killed by that signal), or None while it runs."""
+        return self.popen.poll()
+
+    def close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+
+def process_entry() -> None:
+    """Entry point of a server process started by the supervisor."""
+    settings, index, count, config = pickle.loads(sys.stdin.buffer.read())  # noqa: S301 (from our parent)
+    _process_main(settings, index, count, config)
+
+
 class _Supervisor:
-    """Starts, watches, restarts and stops the server processes."""
+    """Starts, watches, restarts and stops the server processes (plain subprocesses: no fork of a
+    process that has loaded libvips, and no multiprocessing helper process)."""
 
     def __init__(self, settings: Settings, config: hypercorn.config.Config, count: int) -> None:
         self.settings = settings
         self.config = config
         self.count = count
-        self.context = multiprocessing.get_context("spawn")
         _listener(settings.bind, 1, reuse_port=False).close()  # the address must be free: fail here, once
-        self.processes: dict[int, BaseProcess] = {}
-        self.started: dict[int, float] = {}
+        self.processes: dict[int, _Process] = {}
         self.quick_deaths = 0
         self.stopping = False
         self.metrics_dir: str | None = None
 
     def start(self, index: int) -> None:
-        process = self.context.Process(
-            target=_process_main, name=f"imgorigin-{index}",
-            args=(self.settings, index, self.count, self.config))
-        process.start()
-        self.processes[index] = process
-        self.started[index] = time.monotonic()
+        payload = pickle.dumps((self.settings, index, self.count, self.config))
+        self.processes[index] = _Process(index, payload)
 
     def stop(self, signum: int, frame: FrameType | None) -> None:
         if not self.stopping:
             log.info("stopping: draining %d processes", len(self.processes))
         self.stopping = True
         for process in self.processes.values():
-            if process.pid is not None and process.exitcode is None:
+            if process.exitcode is None:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(process.pid, signal.SIGTERM)
 
@@ -183,11 +216,11 @@ class _Supervisor:
         for index, process in list(self.processes.items()):
             if process.exitcode is None:
                 continue
-            process.join()
+            process.close()
             self._forget(process)
             if self.stopping:
                 continue
-            quick = time.monotonic() - self.started[index] < _QUICK_DEATH
+            quick = time.monotonic() - process.started < _QUICK_DEATH
             self.quick_deaths = self.quick_deaths + 1 if quick else 0
             log.error("server process %d (pid %s) exited with %s; starting a new one",
                       index, process.pid, process.exitcode)
@@ -197,16 +230,25 @@ class _Supervisor:
             self.start(index)
         return True
 
-    def _forget(self, process: BaseProcess) -> None:
+    def _forget(self, process: _Process) -> None:
         """Drop a dead process's live gauges from the combined metrics."""
-        if self.metrics_dir is not None and process.pid is not None:
+        if self.metrics_dir is not None:
             forget_process(self.metrics_dir, process.pid)
+
+    def _wait(self, timeout: float) -> None:
+        """Sleep until a process exits, a signal arrives, or ``timeout`` passes."""
+        fds = [p.fd for p in self.processes.values() if p.fd is not None]
+        if fds and len(fds) == len(self.processes):
+            with contextlib.suppress(InterruptedError):
+                select.select(fds, [], [], timeout)
+        else:
+            time.sleep(min(timeout, 0.5))
 
     def run(self) -> int:
         listener = None
         if self.settings.prometheus_bind:
             self.metrics_dir = tempfile.mkdtemp(prefix="imgorigin-metrics-")
-            os.environ["PROMETHEUS_MULTIPROC_DIR"] = self.metrics_dir  # inherited by spawned processes
+            os.environ["PROMETHEUS_MULTIPROC_DIR"] = self.metrics_dir  # inherited by the processes
             host, port = parse_bind(self.settings.prometheus_bind)
             listener, _ = serve_combined(self.metrics_dir, host, port)
         signal.signal(signal.SIGTERM, self.stop)
@@ -216,7 +258,7 @@ class _Supervisor:
             for index in range(self.count):
                 self.start(index)
             while not self.stopping:
-                wait([p.sentinel for p in self.processes.values()], timeout=1.0)
+                self._wait(1.0)
                 if not self.stopping and not self.reap():
                     failed = True
                     self.stop(signal.SIGTERM, None)
@@ -235,11 +277,13 @@ class _Supervisor:
         deadline = time.monotonic() + grace
         clean = True
         for process in self.processes.values():
-            process.join(max(0.0, deadline - time.monotonic()))
-            if process.exitcode is None:
+            try:
+                process.popen.wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
                 log.error("server process pid %s did not stop in %.0fs; killing it", process.pid, grace)
-                process.kill()
-                process.join()
+                process.popen.kill()
+                process.popen.wait()
+            process.close()
             # killed by our SIGTERM before it installed its handler: it was still starting, serving nothing
             clean = clean and process.exitcode in (0, -signal.SIGTERM)
         return clean
