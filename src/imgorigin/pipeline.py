@@ -114,7 +114,12 @@ def render(data: bytes | Feed, options: Options, config: RenderConfig, client: C
                 return _render(*_open_feed(data, options), options, config, client, deadline)
             finally:
                 data.abandon()
-        return _render(data, sniff(data), options, config, client, deadline)
+        fmt = sniff(data)
+        if fmt in STREAMED and fmt not in options.skip_processing:
+            # a memory source: each open (header, then shrink-on-load) reads the bytes in place, where
+            # a buffer argument would be copied into libvips on every open
+            return _render(pyvips.Source.new_from_memory(data), fmt, options, config, client, deadline)
+        return _render(data, fmt, options, config, client, deadline)
     except pyvips.Error as exc:
         if deadline is not None and time.monotonic() > deadline:
             raise RequestTimeout("rendering stopped at the deadline") from exc

@@ -59,7 +59,12 @@ def _read(path: str, max_bytes: int) -> Fetched:
     with os.fdopen(fd, "rb") as handle:
         if max_bytes and info.st_size > max_bytes:
             raise InvalidImage(f"{path!r} is {info.st_size} bytes, over the {max_bytes} byte limit")
-        data = handle.read(max_bytes + 1 if max_bytes else -1)
+        if not max_bytes:
+            data = handle.read()
+        else:  # read the size fstat gave (+1 to see growth): read(max_bytes) would allocate max_bytes first
+            data = handle.read(min(max_bytes, info.st_size) + 1)
+            if len(data) > info.st_size:  # it grew while we read: the rest, up to one byte over the cap
+                data += handle.read(max_bytes + 1 - len(data))
     if max_bytes and len(data) > max_bytes:
         raise InvalidImage(f"{path!r} grew over the {max_bytes} byte limit while reading")
     return Fetched(data, etag=f'"{info.st_mtime_ns:x}-{info.st_size:x}"',
