@@ -60,7 +60,7 @@ from imgorigin.urlbuilder import UrlBuilder  # noqa: E402
 PROCESSES = 2
 CONNECTIONS = 8
 PATHS_PER_RUN = 20000
-ALL_SYSTEMS = ["imgorigin", "raw", "thumbor", "thumbor-threads", "nginx"]
+ALL_SYSTEMS = ["imgorigin", "imgorigin-2p", "raw", "thumbor", "thumbor-threads", "nginx"]
 LOADERS = {"jpegload_buffer": "jpeg", "webpload_buffer": "webp", "heifload_buffer": "avif",
            "pngload_buffer": "png"}
 
@@ -181,16 +181,18 @@ class Harness:
             return self.servers[key]
         port = free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith(("IMGORIGIN_", "IMGPROXY_"))}
-        if system == "imgorigin":
+        if system.startswith("imgorigin"):
+            # imgorigin: the configured model (default one process); imgorigin-2p: one process per CPU
+            two = system == "imgorigin-2p"
             env.update({
                 "IMGORIGIN_BIND": f"127.0.0.1:{port}", "IMGORIGIN_KEY": self.key, "IMGORIGIN_SALT": self.salt,
-                "IMGORIGIN_WORKERS": str(self.args.imgorigin_workers),
-                "IMGORIGIN_PROCESSES": str(self.args.imgorigin_processes),
+                "IMGORIGIN_WORKERS": str(2 * PROCESSES if two else self.args.imgorigin_workers),
+                "IMGORIGIN_PROCESSES": str(PROCESSES if two else self.args.imgorigin_processes),
                 "IMGORIGIN_LOCAL_FILESYSTEM_ROOT": str(self.corpus),
                 "IMGORIGIN_LOG_LEVEL": "error", "PYTHONUNBUFFERED": "1",
             })
             if variant == "cache":
-                cache = WORK / "imgorigin-cache"
+                cache = WORK / f"{system}-cache"
                 shutil.rmtree(cache, ignore_errors=True)
                 env["IMGORIGIN_CACHE_DIR"] = str(cache)
             server = Server(key, [str(VENV_PY), "-m", "imgorigin", "serve"], env, "/health", port)
@@ -215,7 +217,7 @@ class Harness:
         return server
 
     def url(self, system: str, workload: Workload, server: Server) -> str:
-        if system == "imgorigin":
+        if system.startswith("imgorigin"):
             options = dict(workload.imgorigin)
             builder = UrlBuilder(server.base, key=self.key, salt=self.salt)
             return builder.url(f"local:///{workload.source}", **options)
@@ -310,7 +312,7 @@ class Harness:
         self._batch += 1
         count = PATHS_PER_RUN
         prefix = f"{tag}{self._batch}x"
-        if system == "imgorigin":
+        if system.startswith("imgorigin"):
             builder = UrlBuilder("", key=self.key, salt=self.salt)
             lines = [builder.path(f"local:///{workload.source}", cachebuster=f"{prefix}{n}",
                                   **workload.imgorigin) for n in range(count)]
@@ -463,10 +465,11 @@ def render_markdown(doc: dict[str, Any]) -> str:
         + f", {a['warmup']:g} s warm-up then {a['duration']:g} s measured per system and workload,"
         f" {a['rounds']} round(s) (median), systems interleaved. The load generator runs on the same"
         " machine and takes CPU from the servers (the raw loop has no such client).",
-        f"- Process model: imgorigin runs `IMGORIGIN_PROCESSES={a.get('imgorigin_processes', 1)}` (hypercorn +"
-        f" asyncio each, sharing one listener; a supervisor process on top when more than one) with"
-        f" `IMGORIGIN_WORKERS={a.get('imgorigin_workers', PROCESSES)}` in all (images processed at once, in"
-        f" threads, `VIPS_CONCURRENCY=1`); the raw loop runs {PROCESSES}"
+        f"- Process model: `imgorigin` runs `IMGORIGIN_PROCESSES={a.get('imgorigin_processes', 1)}` with"
+        f" `IMGORIGIN_WORKERS={a.get('imgorigin_workers', PROCESSES)}` (images processed at once, in threads,"
+        f" `VIPS_CONCURRENCY=1`); `imgorigin-2p` runs `IMGORIGIN_PROCESSES={PROCESSES}` (one per CPU, each"
+        f" with its own SO_REUSEPORT listener, under a supervisor) with `IMGORIGIN_WORKERS={2 * PROCESSES}`;"
+        f" the raw loop runs {PROCESSES}"
         f" processes; `thumbor` runs `--processes {PROCESSES}` (tornado forks, `ENGINE_THREADPOOL_SIZE=0`);"
         f" `thumbor-threads` is one process with `ENGINE_THREADPOOL_SIZE={PROCESSES}`; nginx runs"
         f" {PROCESSES} workers.",
@@ -509,8 +512,9 @@ def render_markdown(doc: dict[str, Any]) -> str:
         lines.append("")
     lines += ["## Ratios", "",
               "| workload | imgorigin ÷ limit (req/s) | imgorigin ÷ thumbor (req/s) | imgorigin ÷ thumbor-threads (req/s) "
-              "| CPU/req: imgorigin ÷ limit | CPU/req: thumbor ÷ imgorigin |",
-              "|---|---:|---:|---:|---:|---:|"]
+              "| CPU/req: imgorigin ÷ limit | CPU/req: thumbor ÷ imgorigin | imgorigin p99 ÷ p50 "
+              "| imgorigin-2p ÷ limit | imgorigin-2p ÷ thumbor | imgorigin-2p p99 ÷ p50 |",
+              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for wl in doc["workloads"]:
         rows = wl["systems"]
         limit_name = "raw" if wl["kind"] == "process" else "nginx"
@@ -522,7 +526,9 @@ def render_markdown(doc: dict[str, Any]) -> str:
         lines.append(f"| {wl['name']} | {ratio('imgorigin', limit_name)} | {ratio('imgorigin', 'thumbor')} "
                      f"| {ratio('imgorigin', 'thumbor-threads')} "
                      f"| {ratio('imgorigin', limit_name, 'cpu_ms_per_req')} "
-                     f"| {ratio('thumbor', 'imgorigin', 'cpu_ms_per_req')} |")
+                     f"| {ratio('thumbor', 'imgorigin', 'cpu_ms_per_req')} "
+                     f"| {_tail(rows, 'imgorigin')} | {ratio('imgorigin-2p', limit_name)} "
+                     f"| {ratio('imgorigin-2p', 'thumbor')} | {_tail(rows, 'imgorigin-2p')} |")
     lines += ["", "## Reproduce", "", "```sh", "make bench                      # all workloads, 15 s each",
               ".venv/bin/python bench/run.py --quick            # smoke run, 3 s each",
               ".venv/bin/python bench/run.py --workloads W1,W2,W4 --duration 10",
@@ -537,6 +543,12 @@ def render_markdown(doc: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _tail(rows: dict[str, Any], system: str) -> str:
+    """p99 ÷ p50 of ``system`` (how much the slowest requests wait beyond the typical one)."""
+    p50, p99 = rows.get(system, {}).get("p50_ms"), rows.get(system, {}).get("p99_ms")
+    return f"{p99 / p50:.2f}" if p50 and p99 else "–"
+
+
 # --- main ------------------------------------------------------------------------------------------
 
 def main() -> int:
@@ -546,8 +558,8 @@ def main() -> int:
     parser.add_argument("--workloads", default=",".join(DEFAULT_ORDER))
     parser.add_argument("--systems", default=",".join(ALL_SYSTEMS))
     parser.add_argument("--rounds", type=int, default=1)
-    parser.add_argument("--imgorigin-processes", type=int, default=PROCESSES,
-                        help=f"IMGORIGIN_PROCESSES of the imgorigin server ({PROCESSES})")
+    parser.add_argument("--imgorigin-processes", type=int, default=1,
+                        help="IMGORIGIN_PROCESSES of the imgorigin system (1)")
     parser.add_argument("--imgorigin-workers", type=int, default=PROCESSES,
                         help=f"IMGORIGIN_WORKERS (all processes together) ({PROCESSES})")
     parser.add_argument("--connections", type=int, default=CONNECTIONS)
