@@ -534,7 +534,8 @@ def render_markdown(doc: dict[str, Any]) -> str:
               ".venv/bin/python bench/run.py --workloads W1,W2,W4 --duration 10",
               "```", "", f"Command of this run: `{doc['command']}`", ""]
     for title, path in (("Streaming decode (`bench/stream.py`)", WORK / "stream-latest.md"),
-                        ("Soak (`bench/soak.py`)", WORK / "soak-latest.md")):
+                        ("Soak (`bench/soak.py`)", WORK / "soak-latest.md"),
+                        ("libvips and allocator settings (`bench/choices.py`)", WORK / "choices-latest.md")):
         lines += [f"## {title}", ""]
         lines += [path.read_text().rstrip(), ""] if path.exists() else ["Not run on this machine yet.", ""]
     notes = BENCH / "NOTES.md"

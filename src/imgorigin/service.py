@@ -51,8 +51,8 @@ from .sources import Fetched, Source, Streamed, StreamingSource, build_sources, 
 
 __all__ = ["ImageRequest", "Origin", "Reply"]
 
-#: accepted URLs remembered with their parsed options (about 2 KB each)
-_ACCEPTED_URLS = 4096
+#: accepted URLs remembered with their parsed options (about 1 KB each: 1 MB in all)
+_ACCEPTED_URLS = 1024
 
 log = logging.getLogger("imgorigin")
 
