@@ -529,7 +529,11 @@ def render_markdown(doc: dict[str, Any]) -> str:
                      f"| {ratio('thumbor', 'imgorigin', 'cpu_ms_per_req')} "
                      f"| {_tail(rows, 'imgorigin')} | {ratio('imgorigin-2p', limit_name)} "
                      f"| {ratio('imgorigin-2p', 'thumbor')} | {_tail(rows, 'imgorigin-2p')} |")
-    lines += ["", "## Reproduce", "", "```sh", "make bench                      # all workloads, 15 s each",
+    lines += ["", "## Reproduce", "", "```sh",
+              "make bench      # bench/stream.py, then bench/run.py: all workloads, 15 s each",
+              "make soak       # bench/soak.py: 10 minutes of mixed load, RSS every 5 s",
+              "make profile    # bench/profile.py: py-spy on W1 and W4, CPU by category",
+              ".venv/bin/python bench/choices.py                 # libvips and allocator settings",
               ".venv/bin/python bench/run.py --quick            # smoke run, 3 s each",
               ".venv/bin/python bench/run.py --workloads W1,W2,W4 --duration 10",
               "```", "", f"Command of this run: `{doc['command']}`", ""]
@@ -570,7 +574,13 @@ def main() -> int:
     parser.add_argument("--standin", action="store_true", help="use generated stand-in images")
     parser.add_argument("--quick", action="store_true", help="smoke run: 3 s measured, 1 s warm-up")
     parser.add_argument("--no-doc", action="store_true", help="do not rewrite docs/performance.md")
+    parser.add_argument("--redoc", metavar="RESULTS_JSON", help="measure nothing: rewrite docs/performance.md"
+                        " from a results file (and the latest stream, soak and settings blocks)")
     args = parser.parse_args()
+    if args.redoc:
+        (ROOT / "docs" / "performance.md").write_text(render_markdown(json.loads(Path(args.redoc).read_text())))
+        log(f"docs/performance.md rewritten from {args.redoc}")
+        return 0
     if args.quick:
         args.duration, args.warmup = 3.0, 1.0
     workloads = parse(args.workloads)

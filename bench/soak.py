@@ -171,21 +171,18 @@ _PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
 _ROLE_ORDER = {"supervisor": 0, "server": 1, "resource tracker": 2}
-_ROLE_TAG = {"supervisor": "S", "server": "P", "resource tracker": "R"}
+_ROLE_TAG = {"supervisor": "S", "server": "P"}
 
 
 def _role(pid: int, root: int) -> str:
-    """supervisor (the root), server (a spawned server process), resource tracker (multiprocessing's
-    helper of the spawn context), or the process name."""
+    """supervisor (the root), server (a server process), or the process name."""
     if pid == root:
         return "supervisor"
     try:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
     except OSError:
         return "?"
-    if "resource_tracker" in cmdline:
-        return "resource tracker"
-    if "spawn_main" in cmdline or "--multiprocessing-fork" in cmdline:
+    if "process_entry" in cmdline:  # imgorigin.server's supervisor starts them so
         return "server"
     return cmdline.split(" ", 1)[0].rsplit("/", 1)[-1] or "?"
 
@@ -360,8 +357,7 @@ def render(doc: dict[str, Any]) -> str:
         procs = _procs(s)
         lines.append(f"| idle after | {s['rss_mb']:.1f} | {procs} | {s['requests']} | – |")
     load = [s["rss_mb"] for s in samples if s["phase"] == "load"]
-    lines += ["", "Per process: S supervisor, P server process, R multiprocessing's resource tracker, "
-              "? other (RSS counts shared pages in each)."]
+    lines += ["", "Per process: S supervisor, P server process, ? other (RSS counts shared pages in each)."]
     if load:
         lines += ["", f"Curve (every {a['interval']:g} s, {min(load):.0f}–{max(load):.0f} MB): "
                       f"`{_spark(load)}`"]

@@ -496,6 +496,15 @@ def test_expires(main: Server) -> None:
     assert far.headers["cache-control"] == "max-age=31536000, public"
 
 
+def test_a_remembered_url_still_expires(main: Server) -> None:
+    """Accepted URLs are remembered with their parsed options; their expiry is checked every time."""
+    path = sign(f"/exp:{int(time.time()) + 2}/w:12/plain/{LOCAL_PNG}")
+    assert main.get(path).status_code == 200
+    assert main.get(path).status_code == 200  # from the memory tier, through the remembered URL
+    time.sleep(max(0.0, int(path.split("exp:")[1].split("/")[0]) - time.time()) + 1.1)
+    assert_error(main.get(path), 404, "Invalid URL")
+
+
 def test_base_url_and_allowed_sources(based: Server, upstream: Upstream) -> None:
     response = based.get(sign("/w:50/plain/geometry.png"))
     assert_image(response, "pngload_buffer", 50, 25)
