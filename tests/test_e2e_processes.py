@@ -6,11 +6,13 @@ import asyncio
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 from conftest import (
     Server,
@@ -138,3 +140,18 @@ def test_sigterm_drains_every_process_and_exits_zero(upstream: Upstream, tmp_pat
     assert exit_code == 0
     assert all(not Path(f"/proc/{pid}").exists() for pid in children), "no server process outlives the stop"
     assert server.log().count("draining: health reports 503") == 2
+
+
+@pytest.mark.parametrize("processes", ["1", "2"])
+def test_an_address_in_use_is_a_clear_error_at_start(upstream: Upstream, tmp_path: Path,
+                                                     processes: str) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        env = {**base_env(upstream, tmp_path), "IMGORIGIN_PROCESSES": processes,
+               "IMGORIGIN_BIND": f"127.0.0.1:{port}"}
+        with pytest.raises(RuntimeError) as failed:
+            start_server(env, tmp_path)
+    assert "server exited with 2" in str(failed.value)
+    assert f"imgorigin: cannot listen on 127.0.0.1:{port}: Address already in use" in str(failed.value)

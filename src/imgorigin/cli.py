@@ -122,8 +122,13 @@ def _serve(allow_unsigned: bool, dev: bool) -> int:
             return 2
         log.warning("SIGNING IS OFF: anyone can make this server fetch and process any allowed source")
 
-    from .server import hypercorn_config, serve, supervise
+    from .server import check_address, hypercorn_config, serve, supervise
 
+    try:
+        check_address(settings.bind)
+    except OSError as exc:
+        print(f"imgorigin: cannot listen on {settings.bind}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
     config = hypercorn_config(settings)
     count = settings.process_count
     base = f"http://{config.bind[0].replace('0.0.0.0', '127.0.0.1')}{settings.path_prefix}"

@@ -37,7 +37,7 @@ from .config import Settings, parse_bind
 from .logs import configure as configure_logs
 from .metrics import forget_process, serve_combined
 
-__all__ = ["hypercorn_config", "limit_malloc_arenas", "process_entry", "serve", "supervise"]
+__all__ = ["check_address", "hypercorn_config", "limit_malloc_arenas", "process_entry", "serve", "supervise"]
 
 log = logging.getLogger("imgorigin")
 
@@ -97,6 +97,11 @@ async def _serve_app(app: Any, config: hypercorn.config.Config, shutdown_delay: 
 
     await worker_serve(wrap_app(app, config.wsgi_max_body_size, None), config, sockets=sockets,
                        shutdown_trigger=drained)
+
+
+def check_address(bind: str) -> None:
+    """Raise OSError now if ``bind`` cannot be listened on (in use, no such address, no permission)."""
+    _listener(bind, 1, reuse_port=False).close()
 
 
 def _die_with_parent() -> None:
@@ -192,7 +197,6 @@ class _Supervisor:
         self.settings = settings
         self.config = config
         self.count = count
-        _listener(settings.bind, 1, reuse_port=False).close()  # the address must be free: fail here, once
         self.processes: dict[int, _Process] = {}
         self.quick_deaths = 0
         self.stopping = False
