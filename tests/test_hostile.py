@@ -1321,10 +1321,10 @@ HOSTILE_UPSTREAMS: dict[str, tuple[Callable[[socket.socket], None], int, str]] =
         422,
         "Invalid source image",
     ),
-    "/t6/endless-garbage-chunked": (  # not an image from its first bytes: refused before the cap
+    "/t6/endless-garbage-chunked": (  # not an image, and endless: the cap answers, as without streaming
         reply("HTTP/1.1 200 OK\nTransfer-Encoding: chunked\nConnection: close\n", then=_endless_chunks),
         422,
-        "Failed to detect source image type",
+        "Invalid source image",
     ),
     "/t6/length-declared-huge": (
         reply(f"HTTP/1.1 200 OK\nContent-Length: {10**15}\nConnection: close\n", b"\0" * 1000),

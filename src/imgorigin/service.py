@@ -410,27 +410,35 @@ class Origin:
         try:
             async with source.stream(job.source_url, max_bytes=max_bytes) as body:
                 opened = True  # from here on, the pump times the download
-                feed = Feed(job.deadline)
-                pump = asyncio.create_task(self._pump(body, feed, started))
-                try:
-                    rendered = await self._rendered(job, feed)
-                    await pump
-                except ImgOriginError as exc:
-                    if feed.error is not None:
-                        raise _download_error(feed.error) from exc
-                    raise
-                finally:
-                    if not pump.done():
-                        pump.cancel()
-                        with contextlib.suppress(asyncio.CancelledError):
-                            await pump
-                if feed.error is not None:
-                    raise _download_error(feed.error)
+                rendered, feed = await self._download_and_render(job, body, started)
         except BaseException:
             if not opened:
                 self.metrics.spans["downloading_source_image"].observe(time.monotonic() - started)
             raise
         return _stamped(job.key, rendered, body.etag or body.last_modified or feed.digest, body.last_modified)
+
+    async def _download_and_render(self, job: _Job, body: Streamed, started: float) -> tuple[Rendered, Feed]:
+        """Download ``body`` into a Feed while rendering from it; the download's own outcome (its cap, its
+        errors) decides first, as it does when the whole body is read before rendering, so streaming
+        never changes the answer."""
+        feed = Feed(job.deadline)
+        pump = asyncio.create_task(self._pump(body, feed, started))
+        try:
+            rendered = await self._rendered(job, feed)
+            await pump
+        except ImgOriginError as exc:
+            await pump
+            if feed.error is not None:
+                raise _download_error(feed.error) from exc
+            raise
+        finally:
+            if not pump.done():  # cancelled: stop the download too
+                pump.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await pump
+        if feed.error is not None:
+            raise _download_error(feed.error)
+        return rendered, feed
 
     async def _pump(self, body: Streamed, feed: Feed, started: float) -> None:
         """Hand the body to ``feed`` as it arrives; a failure is recorded in the feed, not raised."""
