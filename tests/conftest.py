@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -268,3 +269,22 @@ def sigterm_during(server: Server, paths: list[str]) -> tuple[list[int], int]:
             return [r.status_code for r in responses], health.status_code
 
     return asyncio.run(scenario())
+
+
+def metric_values(exposition: str) -> dict[str, float]:
+    """Prometheus text exposition → {name{labels}: value}."""
+    values: dict[str, float] = {}
+    for line in exposition.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            values[name] = float(value)
+    return values
+
+
+def assert_promtool_accepts(exposition: bytes) -> None:
+    """``promtool check metrics`` finds nothing wrong in ``exposition``."""
+    promtool = shutil.which("promtool")
+    assert promtool, "promtool is missing: install Debian's 'prometheus' package (.ci/run does)"
+    checked = subprocess.run([promtool, "check", "metrics"], input=exposition, capture_output=True,
+                             timeout=30, check=False)
+    assert checked.returncode == 0, checked.stdout.decode() + checked.stderr.decode()

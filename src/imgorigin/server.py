@@ -159,8 +159,7 @@ def _process_main(settings: Settings, index: int, count: int, config: hypercorn.
 class _Process:
     """One server process: a fresh interpreter that reads its arguments (pickled) from stdin."""
 
-    def __init__(self, index: int, payload: bytes) -> None:
-        self.index = index
+    def __init__(self, payload: bytes) -> None:
         self.started = time.monotonic()
         self.popen = subprocess.Popen(
             [sys.executable, "-c", "from imgorigin.server import process_entry; process_entry()"],
@@ -204,7 +203,7 @@ class _Supervisor:
 
     def start(self, index: int) -> None:
         payload = pickle.dumps((self.settings, index, self.count, self.config))
-        self.processes[index] = _Process(index, payload)
+        self.processes[index] = _Process(payload)
 
     def stop(self, signum: int, frame: FrameType | None) -> None:
         if not self.stopping:

@@ -235,8 +235,7 @@ class Origin:
             if not self.settings.allowed_sources:
                 raise BadSignature("unsigned URLs need IMGORIGIN_ALLOWED_SOURCES")
             self.policy.check_url(source_url)
-        if options.expires > 0 and options.expires < time.time():
-            raise InvalidURL(f"expired URL (expires={options.expires})")
+        _check_expiry(options)
         return options, source_url
 
     def _hinted(self, request: ImageRequest) -> Options | None:
@@ -253,9 +252,7 @@ class Origin:
         memo = (request.signature, request.path, request.dpr_hint, request.width_hint)
         known = self._accepted.get(memo)
         if known is not None:
-            expires = known[0].expires
-            if expires > 0 and expires < time.time():
-                raise InvalidURL(f"expired URL (expires={expires})")
+            _check_expiry(known[0])
             return known
         options, source_url = self.parse(request)
         scheme = scheme_of(source_url)
@@ -479,6 +476,12 @@ class Origin:
             return await anyio.to_thread.run_sync(describe, fetched.data, self.render_config)
         finally:
             self._limiter.release()
+
+
+def _check_expiry(options: Options) -> None:
+    """InvalidURL once the URL's ``exp`` time has passed."""
+    if options.expires > 0 and options.expires < time.time():
+        raise InvalidURL(f"expired URL (expires={options.expires})")
 
 
 def _stamped(key: str, rendered: Rendered, version: str, last_modified: str | None) -> Rendered:
