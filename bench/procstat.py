@@ -46,6 +46,19 @@ def cpu_seconds(root: int) -> float:
     return total / _TICK
 
 
+def cpu_split(root: int) -> tuple[float, float, int]:
+    """User seconds, system seconds and minor page faults of the tree's live processes (the kernel's
+    share shows page faults and memory mapping; faults count pages first touched)."""
+    user = system = faults = 0
+    for pid in tree(root):
+        fields = _stat(pid)
+        if fields is not None:  # fields[7] = minflt, [11] = utime, [12] = stime
+            faults += int(fields[7])
+            user += int(fields[11])
+            system += int(fields[12])
+    return user / _TICK, system / _TICK, faults
+
+
 def rss_bytes(root: int) -> int:
     """Sum of the tree's resident set sizes (VmRSS)."""
     total = 0

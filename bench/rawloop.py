@@ -17,6 +17,7 @@ import argparse
 import json
 import multiprocessing as mp
 import os
+import resource
 import sys
 import time
 from pathlib import Path
@@ -49,6 +50,7 @@ def _worker(name: str, source: str, start: float, end: float, queue: Any) -> Non
     data = Path(source).read_bytes()
     latencies: list[float] = []
     first = last = cpu0 = cpu1 = None
+    usage0 = usage1 = resource.getrusage(resource.RUSAGE_SELF)
     while True:
         t0 = time.monotonic()
         if t0 >= end:
@@ -58,11 +60,13 @@ def _worker(name: str, source: str, start: float, end: float, queue: Any) -> Non
         t1 = time.monotonic()
         if t0 >= start:
             if first is None:
-                first, cpu0 = t0, c0
+                first, cpu0, usage0 = t0, c0, resource.getrusage(resource.RUSAGE_SELF)
             latencies.append(t1 - t0)
             last, cpu1 = t1, time.process_time()
+            usage1 = resource.getrusage(resource.RUSAGE_SELF)
     queue.put({"ops": len(latencies), "first": first, "last": last,
                "cpu": (cpu1 - cpu0) if cpu0 is not None and cpu1 is not None else 0.0,
+               "sys": usage1.ru_stime - usage0.ru_stime, "faults": usage1.ru_minflt - usage0.ru_minflt,
                "latencies": latencies})
 
 
@@ -98,12 +102,16 @@ def main() -> int:
     ops = sum(r["ops"] for r in results)
     rate = sum(r["ops"] / (r["last"] - r["first"]) for r in results if r["ops"] and r["last"] > r["first"])
     cpu = sum(r["cpu"] for r in results)
+    sys_cpu = sum(r["sys"] for r in results)
+    faults = sum(r["faults"] for r in results)
     latencies = sorted(x for r in results for x in r["latencies"])
 
     def pct(q: float) -> float:
         return latencies[min(len(latencies) - 1, int(q * len(latencies)))] * 1000 if latencies else 0.0
 
     print(json.dumps({"ops": ops, "rps": rate, "cpu_ms_per_req": cpu * 1000 / ops if ops else 0.0,
+                      "sys_ms_per_req": sys_cpu * 1000 / ops if ops else 0.0,
+                      "faults_per_req": faults / ops if ops else 0.0,
                       "p50_ms": pct(0.50), "p99_ms": pct(0.99), "procs": args.procs}))
     return 0
 

@@ -186,11 +186,12 @@ class Harness:
             two = system == "imgorigin-2p"
             env.update({
                 "IMGORIGIN_BIND": f"127.0.0.1:{port}", "IMGORIGIN_KEY": self.key, "IMGORIGIN_SALT": self.salt,
-                "IMGORIGIN_WORKERS": str(2 * PROCESSES if two else self.args.imgorigin_workers),
+                "IMGORIGIN_WORKERS": str(PROCESSES if two else self.args.imgorigin_workers),
                 "IMGORIGIN_PROCESSES": str(PROCESSES if two else self.args.imgorigin_processes),
                 "IMGORIGIN_LOCAL_FILESYSTEM_ROOT": str(self.corpus),
                 "IMGORIGIN_LOG_LEVEL": "error", "PYTHONUNBUFFERED": "1",
             })
+            env.update(dict(item.split("=", 1) for item in self.args.imgorigin_env))
             if variant == "cache":
                 cache = WORK / f"{system}-cache"
                 shutil.rmtree(cache, ignore_errors=True)
@@ -278,13 +279,15 @@ class Harness:
         if warmup > 0:
             self._load(url, warmup, self._paths(system, workload, server, "warm"))
         paths = self._paths(system, workload, server, "run")
-        cpu0 = procstat.cpu_seconds(root)
+        cpu0, split0 = procstat.cpu_seconds(root), procstat.cpu_split(root)
         with procstat.PeakRss(root) as rss:
             result = self._load(url, duration, paths)
-        cpu1 = procstat.cpu_seconds(root)
+        cpu1, split1 = procstat.cpu_seconds(root), procstat.cpu_split(root)
         requests = result["requests"]
         result.update({
             "cpu_ms_per_req": (cpu1 - cpu0) * 1000 / requests if requests else None,
+            "sys_ms_per_req": (split1[1] - split0[1]) * 1000 / requests if requests else None,
+            "faults_per_req": (split1[2] - split0[2]) / requests if requests else None,
             "peak_rss_mb": rss.peak / 2**20,
             "processes": len(procstat.tree(root)),
         })
@@ -301,6 +304,7 @@ class Harness:
         data = json.loads(out)
         return {"requests": data["ops"], "errors": 0, "rps": data["rps"], "p50_ms": data["p50_ms"],
                 "p99_ms": data["p99_ms"], "cpu_ms_per_req": data["cpu_ms_per_req"],
+                "sys_ms_per_req": data["sys_ms_per_req"], "faults_per_req": data["faults_per_req"],
                 "peak_rss_mb": rss.peak / 2**20, "processes": PROCESSES + 1}
 
     def _paths(self, system: str, workload: Workload, server: Server, tag: str) -> Path | None:
@@ -431,7 +435,7 @@ def versions(systems: list[str], nginx_exe: str | None) -> dict[str, str]:
 
 def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
     """Median of each figure over rounds."""
-    keys = ["rps", "p50_ms", "p99_ms", "cpu_ms_per_req", "peak_rss_mb"]
+    keys = ["rps", "p50_ms", "p99_ms", "cpu_ms_per_req", "sys_ms_per_req", "peak_rss_mb"]
     out: dict[str, Any] = {}
     for k in keys:
         values = [r[k] for r in runs if r.get(k) is not None]
@@ -468,7 +472,9 @@ def render_markdown(doc: dict[str, Any]) -> str:
         f"- Process model: `imgorigin` runs `IMGORIGIN_PROCESSES={a.get('imgorigin_processes', 1)}` with"
         f" `IMGORIGIN_WORKERS={a.get('imgorigin_workers', PROCESSES)}` (images processed at once, in threads,"
         f" `VIPS_CONCURRENCY=1`); `imgorigin-2p` runs `IMGORIGIN_PROCESSES={PROCESSES}` (one per CPU, each"
-        f" with its own SO_REUSEPORT listener, under a supervisor) with `IMGORIGIN_WORKERS={2 * PROCESSES}`;"
+        f" with its own SO_REUSEPORT listener, under a supervisor) with `IMGORIGIN_WORKERS={PROCESSES}` (one"
+        " image at a time per process, as in the raw loop); both serve on uvloop (`IMGORIGIN_EVENT_LOOP`,"
+        " the default)" + (f" with {', '.join(a['imgorigin_env'])}" if a.get("imgorigin_env") else "") + ";"
         f" the raw loop runs {PROCESSES}"
         f" processes; `thumbor` runs `--processes {PROCESSES}` (tornado forks, `ENGINE_THREADPOOL_SIZE=0`);"
         f" `thumbor-threads` is one process with `ENGINE_THREADPOOL_SIZE={PROCESSES}`; nginx runs"
@@ -497,7 +503,7 @@ def render_markdown(doc: dict[str, Any]) -> str:
         lines += [f"### {name}: {wl['title']}", ""]
         if wl.get("notes"):
             lines += [f"_{wl['notes']}_", ""]
-        lines += ["| system | req/s | p50 ms | p99 ms | CPU ms/req | peak RSS MB | req/s ÷ limit | imgorigin ÷ system | errors | output |",
+        lines += ["| system | req/s | p50 ms | p99 ms | CPU ms/req (kernel) | peak RSS MB | req/s ÷ limit | imgorigin ÷ system | errors | output |",
                   "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
         for system, r in rows.items():
             ratio_limit = f"{r['rps'] / limit:.2f}" if limit and r.get("rps") else "–"
@@ -506,7 +512,8 @@ def render_markdown(doc: dict[str, Any]) -> str:
             out = wl["verified"].get(system, {})
             lines.append(
                 f"| {label} | {_fmt(r.get('rps'))} | {_fmt(r.get('p50_ms'))} | {_fmt(r.get('p99_ms'))} "
-                f"| {_fmt(r.get('cpu_ms_per_req'), 2)} | {_fmt(r.get('peak_rss_mb'), 0)} | {ratio_limit} "
+                f"| {_fmt(r.get('cpu_ms_per_req'), 2)} ({_fmt(r.get('sys_ms_per_req'), 2)}) "
+                f"| {_fmt(r.get('peak_rss_mb'), 0)} | {ratio_limit} "
                 f"| {ratio_mine} | {r.get('errors', 0)} | {out.get('format', '')} {out.get('width', '')}×"
                 f"{out.get('height', '')}, {out.get('bytes', 0):,} B |")
         lines.append("")
@@ -567,6 +574,8 @@ def main() -> int:
                         help="IMGORIGIN_PROCESSES of the imgorigin system (1)")
     parser.add_argument("--imgorigin-workers", type=int, default=PROCESSES,
                         help=f"IMGORIGIN_WORKERS (all processes together) ({PROCESSES})")
+    parser.add_argument("--imgorigin-env", action="append", default=[], metavar="NAME=VALUE",
+                        help="extra environment of the imgorigin systems (repeatable), to compare a setting")
     parser.add_argument("--connections", type=int, default=CONNECTIONS)
     parser.add_argument("--wrk-threads", type=int, default=2)
     parser.add_argument("--loadgen", choices=["auto", "wrk", "python"], default="auto")
@@ -638,7 +647,8 @@ def main() -> int:
                     r = harness.measure(s, w, args.duration, args.warmup)
                     results[w.name].setdefault(s, []).append(r)
                     log(f"    {r['rps']:.1f} req/s  p50 {_fmt(r.get('p50_ms'))} ms  p99 {_fmt(r.get('p99_ms'))} ms"
-                        f"  cpu {_fmt(r.get('cpu_ms_per_req'), 2)} ms/req  rss {r['peak_rss_mb']:.0f} MB"
+                        f"  cpu {_fmt(r.get('cpu_ms_per_req'), 2)} ms/req (sys {_fmt(r.get('sys_ms_per_req'), 2)},"
+                        f" {_fmt(r.get('faults_per_req'), 0)} faults)  rss {r['peak_rss_mb']:.0f} MB"
                         f"  errors {r.get('errors', 0)}")
     finally:
         harness.stop_all()
@@ -655,7 +665,7 @@ def main() -> int:
                      "connections": args.connections, "wrk_threads": args.wrk_threads,
                      "loadgen": args.loadgen, "processes": PROCESSES,
                      "imgorigin_processes": args.imgorigin_processes,
-                     "imgorigin_workers": args.imgorigin_workers},
+                     "imgorigin_workers": args.imgorigin_workers, "imgorigin_env": args.imgorigin_env},
         "workloads": [{"name": w.name, "title": w.title, "kind": w.kind, "notes": w.notes,
                        "verified": verified[w.name],
                        "systems": {s: summarise(rs) for s, rs in results[w.name].items()},

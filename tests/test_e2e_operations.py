@@ -15,6 +15,7 @@ from conftest import (
     assert_promtool_accepts,
     base_env,
     free_port,
+    image_info,
     metric_values,
     sign,
     sigterm_during,
@@ -195,3 +196,18 @@ def test_limits_are_validated_at_start(upstream: Upstream, tmp_path: Path, varia
     env = {**base_env(upstream, tmp_path), variable: "-1"}
     with pytest.raises(RuntimeError, match=variable):
         start_server(env, tmp_path)
+
+
+@pytest.mark.parametrize("loop", ["uvloop", "asyncio"])
+def test_the_event_loop_setting_chooses_the_loop_that_serves(upstream: Upstream, tmp_path: Path,
+                                                               loop: str) -> None:
+    env = {**base_env(upstream, tmp_path), "IMGORIGIN_LOG_FORMAT": "json", "IMGORIGIN_EVENT_LOOP": loop}
+    server = start_server(env, tmp_path)
+    try:
+        response = server.get(sign(f"/w:40/plain/{upstream.url('grace-hopper-512x600.jpg')}"))
+    finally:
+        stop_server(server)
+    assert response.status_code == 200, response.text
+    assert image_info(response.content)[1] == 40
+    lines = [json.loads(line) for line in server.log().splitlines() if line.startswith("{")]
+    assert [entry["event_loop"] for entry in lines if entry.get("message") == "listening"] == [loop]

@@ -25,6 +25,7 @@ __all__ = [
     "encodable",
     "encode",
     "load",
+    "saver_call",
     "setup",
     "sniff",
 ]
@@ -181,6 +182,15 @@ class EncoderSettings:
 def encode(image: pyvips.Image, fmt: ImageFormat, quality: int, settings: EncoderSettings, *,
            keep: str = "none") -> bytes:
     """Encode ``image`` as ``fmt``, writing only the metadata kinds in ``keep`` (libvips flags)."""
+    saver, params = saver_call(fmt, quality, settings, keep=keep)
+    data = pyvips.Operation.call(saver, image, **params)  # pyvips.Error is mapped by the caller
+    assert isinstance(data, bytes)
+    return data
+
+
+def saver_call(fmt: ImageFormat, quality: int, settings: EncoderSettings, *,
+               keep: str = "none") -> tuple[str, dict[str, Any]]:
+    """The libvips buffer saver for ``fmt`` and its arguments (UnsupportedOutput if there is none)."""
     params: dict[str, Any] = {"keep": keep}
     if fmt is ImageFormat.JPEG:
         params.update(Q=quality, interlace=settings.jpeg_progressive, optimize_coding=True)
@@ -200,6 +210,4 @@ def encode(image: pyvips.Image, fmt: ImageFormat, quality: int, settings: Encode
     saver = _SAVERS.get(fmt)
     if saver is None:
         raise UnsupportedOutput(f"cannot encode {fmt.value}")
-    data = pyvips.Operation.call(saver, image, **params)  # pyvips.Error is mapped by the caller
-    assert isinstance(data, bytes)
-    return data
+    return saver, params

@@ -25,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Coroutine
 from types import FrameType
 from typing import Any
 
@@ -64,7 +65,18 @@ def serve(settings: Settings, config: hypercorn.config.Config) -> None:
     from .app import create_app  # here, not at import: the supervisor never loads libvips or starlette
 
     limit_malloc_arenas()
-    asyncio.run(_serve_app(create_app(settings), config, settings.shutdown_delay))
+    _run(settings.event_loop, _serve_app(create_app(settings), config, settings.shutdown_delay))
+
+
+def _run(event_loop: str, main: Coroutine[Any, Any, None]) -> None:
+    """Run ``main`` to completion on a new event loop of the kind ``event_loop`` names."""
+    factory: Callable[[], asyncio.AbstractEventLoop] | None = None
+    if event_loop == "uvloop":
+        import uvloop
+
+        factory = uvloop.new_event_loop
+    with asyncio.Runner(loop_factory=factory) as runner:
+        runner.run(main)
 
 
 def limit_malloc_arenas(arenas: int = 2) -> None:
@@ -84,6 +96,8 @@ async def _serve_app(app: Any, config: hypercorn.config.Config, shutdown_delay: 
     ``shutdown_delay``, and in-flight requests get ``config.graceful_timeout`` to finish."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    log.info("listening", extra={"event_loop": type(loop).__module__.split(".")[0],
+                                 "pid": os.getpid()})
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     if _early_stop:
@@ -153,7 +167,7 @@ def _process_main(settings: Settings, index: int, count: int, config: hypercorn.
     share = settings.for_process(index, count)
     app = create_app(share, server_workers=settings.workers, serve_metrics=False)
     sockets = Sockets([], [_listener(settings.bind, config.backlog, reuse_port=True)], [])
-    asyncio.run(_serve_app(app, config, settings.shutdown_delay, sockets))
+    _run(settings.event_loop, _serve_app(app, config, settings.shutdown_delay, sockets))
 
 
 class _Process:
