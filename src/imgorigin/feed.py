@@ -33,7 +33,6 @@ class Feed:
         self._done = False
         self._cond = threading.Condition()
         self._deadline = deadline
-        self._hash = hashlib.sha256()
         self._abandoned = False
         #: bytes handed to libvips through pipes so far
         self.delivered = 0
@@ -44,7 +43,6 @@ class Feed:
 
     def put(self, chunk: bytes) -> None:
         """Append ``chunk`` and wake readers."""
-        self._hash.update(chunk)
         with self._cond:
             self._data += chunk
             self._cond.notify_all()
@@ -93,8 +91,10 @@ class Feed:
 
     @property
     def digest(self) -> str:
-        """SHA-256 of the bytes received so far (all of them, once the download has ended)."""
-        return self._hash.hexdigest()
+        """SHA-256 of the bytes received so far (all of them, once the download has ended). Computed
+        when asked, which is only for an upstream that sent neither ETag nor Last-Modified."""
+        with self._cond:
+            return hashlib.sha256(self._data).hexdigest()
 
     def pipe(self) -> pyvips.Source:
         """A libvips source reading these bytes from a pipe, as they arrive.
